@@ -1,0 +1,103 @@
+//! Wiring: from parsed flags to running entries, admin, and the manifest watcher.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::cli::Cli;
+use crate::provider::file::{self, ManifestSource};
+use crate::proxy::entry::{self, CertResolver};
+use crate::proxy::upstream::{Upstreams, DEFAULT_RESPONSE_HEADER_TIMEOUT};
+use crate::proxy::{EntryKind, Settings, Shared};
+use crate::reload::{empty_live, Reloader};
+use crate::tls::{self, LoadedCert};
+use crate::translate::TranslateOptions;
+
+/// A started portier: its bound addresses, and a handle to stop it.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub https_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    /// The default certificate (generated or from --tls-cert).
+    pub default_cert: LoadedCert,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl Running {
+    /// Stops accepting, lets open connections finish (bounded), and returns when all are done.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts portier. Every error names the flag or file it comes from.
+pub async fn start(cli: Cli) -> Result<Running, String> {
+    let options = TranslateOptions {
+        label_selector: cli.label_selector.clone().unwrap_or_default(),
+        ingress_class: cli.ingress_class.clone(),
+        insecure_skip_verify: cli.insecure_skip_verify,
+    };
+    let default_cert = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert_pem = std::fs::read(cert).map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+            let key_pem = std::fs::read(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+            tls::load_pem_pair(&cert_pem, &key_pem)
+                .map_err(|e| format!("--tls-cert {} / --tls-key {}: {e}", cert.display(), key.display()))?
+        }
+        _ => tls::generate_default_cert()?,
+    };
+    let upstreams = Upstreams::new(&cli.backend_ca)?;
+    let source = ManifestSource::new(cli.manifests.clone())?;
+
+    let bind = |flag: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))
+    };
+    let http = bind("--http-addr", cli.http_addr).await?;
+    let https = bind("--https-addr", cli.https_addr).await?;
+    let admin = bind("--admin-addr", cli.admin_addr).await?;
+    let local = |l: &TcpListener, flag: &str| l.local_addr().map_err(|e| format!("{flag}: {e}"));
+    let (http_addr, https_addr, admin_addr) =
+        (local(&http, "--http-addr")?, local(&https, "--https-addr")?, local(&admin, "--admin-addr")?);
+
+    let shared = Arc::new(Shared {
+        live: ArcSwap::from_pointee(empty_live()),
+        settings: Settings {
+            https_redirect: !cli.no_https_redirect,
+            https_port: cli.https_redirect_port.unwrap_or(https_addr.port()),
+            trusted_proxies: cli.forwarded_trusted_ips.clone(),
+            response_header_timeout: DEFAULT_RESPONSE_HEADER_TIMEOUT,
+        },
+    });
+
+    let mut reloader = Reloader::new(source, options, upstreams, shared.clone());
+    reloader.reload();
+    let (changes_tx, changes_rx) = std::sync::mpsc::channel();
+    let watcher = file::watch(reloader.source().roots(), changes_tx)?;
+    let throttle = cli.throttle;
+    std::thread::Builder::new()
+        .name("portier-reload".into())
+        .spawn(move || reloader.run(changes_rx, throttle))
+        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
+
+    let resolver = Arc::new(CertResolver::new(shared.clone(), default_cert.key.clone()));
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver)?));
+    let (shutdown, stop) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(entry::serve(http, EntryKind::Http, None, shared.clone(), stop.clone())),
+        tokio::spawn(entry::serve(https, EntryKind::Https, Some(acceptor), shared.clone(), stop.clone())),
+        tokio::spawn(crate::admin::serve(admin, shared.clone(), stop)),
+    ];
+    tracing::info!(%http_addr, %https_addr, %admin_addr, manifests = ?cli.manifests, "portier listening");
+    Ok(Running { http_addr, https_addr, admin_addr, shared, default_cert, shutdown, tasks, _watcher: watcher })
+}

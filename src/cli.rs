@@ -1,0 +1,107 @@
+//! Command-line flags. Names are a contract: tests, docs and users rely on them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+
+use crate::selector::LabelSelector;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "portier",
+    version,
+    about = "A Kubernetes ingress reverse proxy: Traefik 1.7 Ingress semantics, forced HTTPS, one door to your dashboards.",
+    long_about = None
+)]
+pub struct Cli {
+    /// YAML files or folders of Kubernetes manifests (multi-document, .yaml/.yml, searched
+    /// recursively). When given, no Kubernetes API is contacted. Watched for changes.
+    #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+    pub manifests: Vec<PathBuf>,
+
+    /// Address of the http entry, which redirects to https.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:80")]
+    pub http_addr: SocketAddr,
+
+    /// Address of the https entry, which terminates TLS and routes.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:443")]
+    pub https_addr: SocketAddr,
+
+    /// Address of the admin endpoints (/healthz, /readyz, /api/...). Keep it on loopback unless
+    /// you protect it otherwise.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub admin_addr: SocketAddr,
+
+    /// Only Ingresses whose labels match this Kubernetes label selector are used
+    /// (a=b, a!=b, a in (x,y), a notin (x), a, !a; comma means and). Default: all.
+    #[arg(long, value_name = "SELECTOR", value_parser = parse_selector)]
+    pub label_selector: Option<LabelSelector>,
+
+    /// Only Ingresses of exactly this class (annotation kubernetes.io/ingress.class or
+    /// spec.ingressClassName). Unset: Ingresses with no class, an empty one, "traefik" or "portier".
+    #[arg(long, value_name = "NAME")]
+    pub ingress_class: Option<String>,
+
+    /// Default certificate, PEM (the chain may follow the leaf). Without it, a self-signed one is
+    /// generated at start.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of --tls-cert, PEM (PKCS#1, PKCS#8 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Extra CA certificates (PEM) trusted for HTTPS backends, added to the system and webpki roots.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub backend_ca: Vec<PathBuf>,
+
+    /// Do not verify the certificates of any HTTPS backend (Traefik's ssl.insecureSkipVerify).
+    /// Prefer the per-Ingress annotation portier.io/insecure-skip-verify: "true".
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+
+    /// Port written in https redirect Locations. Default: the port of --https-addr; omitted from
+    /// the URL when it is 443.
+    #[arg(long, value_name = "N")]
+    pub https_redirect_port: Option<u16>,
+
+    /// Serve routes on the http entry instead of redirecting every request to https.
+    #[arg(long)]
+    pub no_https_redirect: bool,
+
+    /// Coalesce changes arriving within this window into one rebuild (e.g. 200ms, 1s).
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub throttle: Duration,
+
+    /// Clients whose X-Forwarded-* headers are trusted (CIDR or IP, repeatable). Others have them
+    /// replaced.
+    #[arg(long, value_name = "CIDR", num_args = 1.., value_parser = parse_net)]
+    pub forwarded_trusted_ips: Vec<IpNet>,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log level or filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_selector(s: &str) -> Result<LabelSelector, String> {
+    LabelSelector::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8) or an IP address"))
+}

@@ -1,0 +1,193 @@
+//! The immutable routing table that `translate` builds and the proxy reads, one `Arc` per swap.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+use crate::router::Router;
+use crate::state::ObjectKey;
+use crate::tls::CertStore;
+
+/// Everything the data plane needs to answer requests. Built whole, never mutated.
+#[derive(Debug, Default, PartialEq)]
+pub struct Config {
+    pub routes: Vec<Route>,
+    pub backends: Vec<Backend>,
+    pub router: Router,
+    pub certificates: CertStore,
+    pub warnings: Vec<Warning>,
+}
+
+pub type RouteId = usize;
+pub type BackendId = usize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    /// Stable name: `namespace/ingress#rule.path` (or `#default`).
+    pub id: String,
+    pub ingress: ObjectKey,
+    /// Lower-case host, `*.suffix` for a wildcard, `None` for any host.
+    pub host: Option<String>,
+    /// Normalised path: no trailing slash except for `/`.
+    pub path: String,
+    #[serde(rename = "match")]
+    pub match_kind: MatchKind,
+    /// How the Ingress asked for it: `Exact`, `Prefix`, or the Traefik rule type.
+    pub rule_type: RuleType,
+    pub rewrite: PathRewrite,
+    pub backend: BackendId,
+    pub preserve_host: bool,
+    /// Redirect this route's http requests to https even with `--no-https-redirect`.
+    pub redirect_to_https: Option<RedirectKind>,
+    pub priority: i32,
+    pub tls_secret: Option<ObjectKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MatchKind {
+    Exact,
+    /// Element-wise prefix: `/foo` matches `/foo`, `/foo/`, `/foo/bar`, not `/foobar`.
+    Prefix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RuleType {
+    Exact,
+    Prefix,
+    PathPrefix,
+    PathPrefixStrip,
+    Path,
+    PathStrip,
+    ReplacePath,
+}
+
+impl RuleType {
+    pub fn from_traefik_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "PathPrefix" => Self::PathPrefix,
+            "PathPrefixStrip" => Self::PathPrefixStrip,
+            "Path" => Self::Path,
+            "PathStrip" => Self::PathStrip,
+            "ReplacePath" => Self::ReplacePath,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value")]
+pub enum PathRewrite {
+    None,
+    /// Remove the matched prefix; the backend learns it from `X-Forwarded-Prefix`.
+    StripPrefix,
+    /// Replace the matched prefix with this (`rewrite-target`); original in `X-Replaced-Path`.
+    ReplacePrefix(String),
+    /// Replace the whole path (Traefik `ReplacePath`); original in `X-Replaced-Path`.
+    ReplaceWhole(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RedirectKind {
+    /// 301/308 when true, 302/307 otherwise (Traefik's `redirect-permanent`).
+    pub permanent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// How a backend is reached: scheme, protocol and TLS settings, shared by all its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Transport {
+    pub scheme: Scheme,
+    /// HTTP/2 to the backend: h2c for http, ALPN h2 for https.
+    pub http2: bool,
+    /// Verify the backend certificate (https only).
+    pub verify: bool,
+    /// SNI and verification name (https only).
+    pub server_name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Backend {
+    /// `namespace/service:port`.
+    pub name: String,
+    pub service: ObjectKey,
+    pub transport: Transport,
+    pub target: Target,
+    /// `Host` sent when the Ingress disables `preserve-host`.
+    pub authority: String,
+    #[serde(skip)]
+    pub next: AtomicUsize,
+}
+
+impl PartialEq for Backend {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.service == other.service
+            && self.transport == other.transport
+            && self.target == other.target
+            && self.authority == other.authority
+    }
+}
+
+impl Backend {
+    /// The address to dial for the next request: round robin over ready endpoints.
+    pub fn pick(&self) -> Option<Endpoint<'_>> {
+        match &self.target {
+            Target::Endpoints(addrs) if addrs.is_empty() => None,
+            Target::Endpoints(addrs) => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+                addrs.get(i).map(|a| Endpoint::Socket(*a))
+            }
+            Target::ExternalName { host, port } => Some(Endpoint::Name(host, *port)),
+            Target::Unavailable(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint<'a> {
+    Socket(SocketAddr),
+    Name(&'a str, u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Target {
+    /// Ready endpoints from EndpointSlices, sorted.
+    Endpoints(Vec<SocketAddr>),
+    /// Resolved when dialling.
+    ExternalName { host: String, port: u16 },
+    /// The Service or its port could not be resolved; requests get 503 with this reason.
+    Unavailable(String),
+}
+
+/// Something in the input that portier refused or ignored, with the object it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct Warning {
+    /// `Ingress namespace/name`, `file path`, … ; empty when global.
+    pub object: String,
+    pub message: String,
+    /// True when the whole object was refused (not served at all).
+    pub refused: bool,
+}
+
+impl Warning {
+    pub fn ingress(key: &ObjectKey, message: impl Into<String>, refused: bool) -> Self {
+        Self { object: format!("Ingress {key}"), message: message.into(), refused }
+    }
+}

@@ -1,0 +1,289 @@
+//! Manifests from YAML files and folders, the same objects `kubectl apply` would take, watched
+//! for changes. No cluster is contacted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::config::Warning;
+use crate::state::{ClusterState, Object};
+
+/// Objects read from one manifest text, and what was refused in it (document index, reason).
+#[derive(Debug, Default)]
+pub struct ParsedManifest {
+    pub objects: Vec<Object>,
+    pub refused: Vec<String>,
+}
+
+/// Parses a multi-document YAML text. A syntax error fails the whole text; a document of a
+/// kind portier reads that does not fit its schema is refused alone. Other kinds are ignored.
+pub fn parse_manifest(text: &str) -> Result<ParsedManifest, String> {
+    let mut parsed = ParsedManifest::default();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml_ng::Value::deserialize(document).map_err(|e| format!("YAML: {e}"))?;
+        collect(value, &format!("document {}", index + 1), &mut parsed);
+    }
+    Ok(parsed)
+}
+
+fn collect(value: serde_yaml_ng::Value, at: &str, out: &mut ParsedManifest) {
+    if value.is_null() {
+        return;
+    }
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
+    let label = format!("{at} ({kind} {name:?})");
+    fn typed<T: serde::de::DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<Arc<T>, String> {
+        serde_yaml_ng::from_value(value).map(Arc::new).map_err(|e| e.to_string())
+    }
+    let object = match (api_version.as_str(), kind.as_str()) {
+        (_, "List") => {
+            if let Some(serde_yaml_ng::Value::Sequence(items)) = value.get("items").cloned() {
+                for (i, item) in items.into_iter().enumerate() {
+                    collect(item, &format!("{at} item {}", i + 1), out);
+                }
+            }
+            return;
+        }
+        ("networking.k8s.io/v1", "Ingress") => typed(value).map(Object::Ingress),
+        (other, "Ingress") => Err(format!("apiVersion {other:?} is not supported; use networking.k8s.io/v1")),
+        ("v1", "Service") => typed(value).map(Object::Service),
+        ("v1", "Secret") => typed(value).map(Object::Secret),
+        ("discovery.k8s.io/v1", "EndpointSlice") => typed(value).map(Object::EndpointSlice),
+        _ => return,
+    };
+    match object {
+        Ok(object) if name.is_empty() => {
+            out.refused.push(format!("{label}: {} has no metadata.name", object.kind()));
+        }
+        Ok(object) => out.objects.push(object),
+        Err(e) => out.refused.push(format!("{label}: {e}")),
+    }
+}
+
+/// The manifests named by `--manifests`, with the last good objects of each file: a file caught
+/// half-written or broken keeps serving what it held before.
+#[derive(Debug)]
+pub struct ManifestSource {
+    roots: Vec<PathBuf>,
+    last_good: HashMap<PathBuf, Vec<Object>>,
+}
+
+impl ManifestSource {
+    /// Fails when a path does not exist, naming it.
+    pub fn new(roots: Vec<PathBuf>) -> Result<Self, String> {
+        for root in &roots {
+            std::fs::metadata(root).map_err(|e| format!("--manifests {}: {e}", root.display()))?;
+        }
+        Ok(Self { roots, last_good: HashMap::new() })
+    }
+
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    /// Reads every file now. Returns the merged state and the warnings for what was refused.
+    pub fn load(&mut self) -> (ClusterState, Vec<Warning>) {
+        let mut warnings = Vec::new();
+        let mut files = Vec::new();
+        for root in &self.roots {
+            if root.is_dir() {
+                list_yaml(root, &mut files, &mut warnings);
+            } else {
+                files.push(root.clone());
+            }
+        }
+        files.sort();
+        files.dedup();
+        let mut state = ClusterState::default();
+        let mut origin: HashMap<(&'static str, crate::state::ObjectKey), PathBuf> = HashMap::new();
+        let mut seen = HashMap::new();
+        for file in files {
+            let display = file.display().to_string();
+            let warn = |message: String, refused: bool| Warning { object: format!("file {display}"), message, refused };
+            let objects = match std::fs::read(&file).map_err(|e| e.to_string()).and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
+            }) {
+                Err(e) => {
+                    warnings.push(warn(format!("cannot read: {e}"), true));
+                    continue;
+                }
+                Ok(text) => match parse_manifest(&text) {
+                    Ok(parsed) => {
+                        for reason in parsed.refused {
+                            warnings.push(warn(reason, true));
+                        }
+                        self.last_good.insert(file.clone(), parsed.objects.clone());
+                        parsed.objects
+                    }
+                    Err(e) => {
+                        let kept = self.last_good.get(&file).cloned().unwrap_or_default();
+                        let note = if kept.is_empty() { "" } else { "; its previous contents are kept" };
+                        warnings.push(warn(format!("{e}{note}"), true));
+                        kept
+                    }
+                },
+            };
+            for object in objects {
+                let id = (object.kind(), object.key());
+                if state.insert(object) {
+                    origin.insert(id, file.clone());
+                } else {
+                    let first = origin.get(&id).map(|p| p.display().to_string()).unwrap_or_default();
+                    warnings.push(warn(format!("{} {} is also defined in {first}; this copy is ignored", id.0, id.1), true));
+                }
+            }
+            seen.insert(file, ());
+        }
+        self.last_good.retain(|path, _| seen.contains_key(path));
+        (state, warnings)
+    }
+}
+
+fn list_yaml(dir: &Path, out: &mut Vec<PathBuf>, warnings: &mut Vec<Warning>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            warnings.push(Warning { object: format!("folder {}", dir.display()), message: format!("cannot list: {e}"), refused: true });
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        // Editors' and Kubernetes ConfigMap mounts' hidden files (`..data`, `.swp`) are skipped.
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            list_yaml(&path, out, warnings);
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(path);
+        }
+    }
+}
+
+/// Watches the manifest paths; each change (create, modify, delete, rename) sends a unit.
+pub fn watch(roots: &[PathBuf], notify_tx: std::sync::mpsc::Sender<()>) -> Result<notify::RecommendedWatcher, String> {
+    use notify::{RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if !matches!(event.kind, notify::EventKind::Access(_)) {
+                let _ = notify_tx.send(());
+            }
+        }
+    })
+    .map_err(|e| format!("cannot watch manifests: {e}"))?;
+    for root in roots {
+        // A file is watched through its folder, so that replacing it (rename over it) is seen.
+        let (path, mode) = if root.is_dir() {
+            (root.clone(), RecursiveMode::Recursive)
+        } else {
+            (root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(), RecursiveMode::NonRecursive)
+        };
+        watcher.watch(&path, mode).map_err(|e| format!("--manifests {}: cannot watch: {e}", root.display()))?;
+    }
+    Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_multi_document_yaml_and_ignores_other_kinds() {
+        let text = r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dash, namespace: kube-system}
+spec: {type: ExternalName, externalName: example.com, ports: [{port: 443}]}
+---
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ignored}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: dash}
+spec:
+  rules:
+  - http: {paths: [{path: /k8s, pathType: Prefix, backend: {service: {name: dash, port: {number: 443}}}}]}
+"#;
+        let parsed = parse_manifest(text).unwrap();
+        assert_eq!(parsed.objects.len(), 2);
+        assert!(parsed.refused.is_empty());
+        assert_eq!(parsed.objects[0].key().to_string(), "kube-system/dash");
+        assert_eq!(parsed.objects[1].key().to_string(), "default/dash");
+    }
+
+    #[test]
+    fn refuses_bad_documents_alone() {
+        let text = r#"
+apiVersion: extensions/v1beta1
+kind: Ingress
+metadata: {name: old}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bad}
+spec: {ports: "not a list"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: good}
+"#;
+        let parsed = parse_manifest(text).unwrap();
+        assert_eq!(parsed.objects.len(), 1);
+        assert_eq!(parsed.refused.len(), 2);
+        assert!(parsed.refused[0].contains("document 1") && parsed.refused[0].contains("networking.k8s.io/v1"));
+        assert!(parsed.refused[1].contains("document 2") && parsed.refused[1].contains("\"bad\""));
+    }
+
+    #[test]
+    fn syntax_error_fails_the_file() {
+        assert!(parse_manifest("a: [unclosed").unwrap_err().contains("YAML"));
+    }
+
+    #[test]
+    fn broken_file_keeps_its_last_good_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+        let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]).unwrap();
+        let (state, warnings) = source.load();
+        assert_eq!(state.services.len(), 1);
+        assert!(warnings.is_empty());
+        std::fs::write(&file, "apiVersion: v1\nkind: [").unwrap();
+        let (state, warnings) = source.load();
+        assert_eq!(state.services.len(), 1, "last good contents kept");
+        assert!(warnings[0].object.contains("svc.yaml") && warnings[0].message.contains("kept"));
+        std::fs::remove_file(&file).unwrap();
+        let (state, _) = source.load();
+        assert!(state.services.is_empty());
+    }
+
+    #[test]
+    fn duplicates_across_files_are_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n";
+        std::fs::write(dir.path().join("1.yaml"), doc).unwrap();
+        std::fs::write(dir.path().join("2.yml"), doc).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not yaml").unwrap();
+        let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]).unwrap();
+        let (state, warnings) = source.load();
+        assert_eq!(state.services.len(), 1);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].object.contains("2.yml") && warnings[0].message.contains("1.yaml"));
+    }
+
+    #[test]
+    fn missing_path_names_the_flag_and_path() {
+        let err = ManifestSource::new(vec![PathBuf::from("/nonexistent/portier")]).unwrap_err();
+        assert!(err.contains("--manifests /nonexistent/portier"), "{err}");
+    }
+}

@@ -1,0 +1,267 @@
+//! Clients to backends: one pooled hyper client per transport (scheme, HTTP version, TLS
+//! verification and server name), a DNS cache for ExternalName hosts, and the classification of
+//! failures into 502/504 answers a person can act on.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+
+use crate::config::{Scheme, Transport};
+use crate::tls::crypto_provider;
+
+/// Upstream TCP connect timeout (Traefik's `dialTimeout` default is 30s; 5s fails faster on a dead
+/// endpoint, which matters when a dashboard polls).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed between sending a request and the response headers (nginx's proxy_read_timeout
+/// is 60s). Bodies and upgraded connections have no timeout.
+pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle pooled connections are closed after this (Go's http.Transport default).
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a resolved ExternalName is reused before asking DNS again (kube-dns' default TTL is
+/// 30s; half of it keeps Service moves quick).
+pub const DNS_CACHE_TTL: Duration = Duration::from_secs(15);
+
+pub type Connector = HttpsConnector<HttpConnector<CachingResolver>>;
+pub type UpstreamClient = Client<Connector, Incoming>;
+
+/// The clients one backend uses: `main` for requests, `upgrade` (always HTTP/1.1) for upgrades.
+#[derive(Clone, Debug)]
+pub struct BackendClients {
+    pub main: UpstreamClient,
+    pub upgrade: UpstreamClient,
+}
+
+/// Makes clients, and keeps them across config swaps so pools stay warm.
+pub struct Upstreams {
+    verified: Arc<ClientConfig>,
+    insecure: Arc<ClientConfig>,
+    resolver: CachingResolver,
+    cache: Mutex<HashMap<(Transport, bool), UpstreamClient>>,
+}
+
+impl Upstreams {
+    /// `extra_roots`: `--backend-ca` files, added to the system and webpki roots.
+    pub fn new(extra_roots: &[PathBuf]) -> Result<Self, String> {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        for file in extra_roots {
+            let certs = CertificateDer::pem_file_iter(file)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--backend-ca {}: {e}", file.display()))?;
+            if certs.is_empty() {
+                return Err(format!("--backend-ca {}: no CERTIFICATE block found", file.display()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| format!("--backend-ca {}: {e}", file.display()))?;
+            }
+        }
+        let builder = || {
+            ClientConfig::builder_with_provider(crypto_provider())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| format!("backend TLS configuration: {e}"))
+        };
+        let verified = builder()?.with_root_certificates(roots).with_no_client_auth();
+        let insecure = builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipVerification))
+            .with_no_client_auth();
+        Ok(Self {
+            verified: Arc::new(verified),
+            insecure: Arc::new(insecure),
+            resolver: CachingResolver::default(),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn clients_for(&self, transport: &Transport) -> Result<BackendClients, String> {
+        let main = self.client(transport, transport.http2)?;
+        let upgrade = if transport.http2 { self.client(transport, false)? } else { main.clone() };
+        Ok(BackendClients { main, upgrade })
+    }
+
+    /// Drops clients no current backend uses (their idle connections close).
+    pub fn retain(&self, transports: &[&Transport]) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|(t, _), _| transports.contains(&t));
+        }
+    }
+
+    fn client(&self, transport: &Transport, http2: bool) -> Result<UpstreamClient, String> {
+        let mut cache = self.cache.lock().map_err(|_| "upstream client cache poisoned".to_string())?;
+        if let Some(client) = cache.get(&(transport.clone(), http2)) {
+            return Ok(client.clone());
+        }
+        let mut http = HttpConnector::new_with_resolver(self.resolver.clone());
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(DEFAULT_CONNECT_TIMEOUT));
+        let mut tls = if transport.verify { (*self.verified).clone() } else { (*self.insecure).clone() };
+        tls.alpn_protocols = if http2 && transport.scheme == Scheme::Https {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        let server_name = ServerName::try_from(transport.server_name.clone())
+            .map_err(|e| format!("backend server name {:?}: {e}", transport.server_name))?;
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .with_server_name_resolver(FixedServerNameResolver::new(server_name));
+        let connector = if http2 {
+            builder.enable_all_versions().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client.pool_idle_timeout(DEFAULT_POOL_IDLE_TIMEOUT).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
+        if http2 && transport.scheme == Scheme::Http {
+            client.http2_only(true);
+        }
+        let client = client.build(connector);
+        cache.insert((transport.clone(), http2), client.clone());
+        Ok(client)
+    }
+}
+
+/// `--insecure-skip-verify` / `portier.io/insecure-skip-verify`: any certificate is accepted, but
+/// handshake signatures are still checked so the session is at least bound to that certificate.
+#[derive(Debug)]
+struct SkipVerification;
+
+impl ServerCertVerifier for SkipVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &crypto_provider().signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &crypto_provider().signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        crypto_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// System DNS with a short cache, so a busy ExternalName backend does not ask DNS per connection.
+#[derive(Clone, Default)]
+pub struct CachingResolver {
+    cache: Arc<Mutex<HashMap<String, (Instant, Vec<SocketAddr>)>>>,
+}
+
+impl tower_service::Service<Name> for CachingResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let cache = self.cache.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            if let Some((at, addrs)) = cache.lock().ok().and_then(|c| c.get(&host).cloned()) {
+                if at.elapsed() < DNS_CACHE_TTL {
+                    return Ok(addrs.into_iter());
+                }
+            }
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Ok(mut c) = cache.lock() {
+                c.insert(host, (Instant::now(), addrs.clone()));
+            }
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+/// How a request to a backend failed, for the status code and the body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// 502: refused, reset, DNS, TLS.
+    BadGateway(String),
+    /// 504: connect or response-header timeout.
+    Timeout(String),
+}
+
+pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+    let mut io_kind = None;
+    let mut tls = None;
+    let mut messages: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = current {
+        // io::Error hides its inner error from `source()`: look inside it explicitly.
+        let mut next = e.source();
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+            }
+        }
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            tls.get_or_insert_with(|| r.clone());
+        }
+        let text = e.to_string();
+        if !text.is_empty() && !messages.iter().any(|m| m.contains(&text)) {
+            messages.push(text);
+        }
+        current = next;
+    }
+    let detail = messages.last().cloned().unwrap_or_else(|| "unknown error".into());
+    if let Some(tls) = tls {
+        return UpstreamFailure::BadGateway(match tls {
+            rustls::Error::InvalidCertificate(reason) => {
+                format!("TLS certificate verification failed: {reason:?} (trust it with --backend-ca, or skip verification with portier.io/insecure-skip-verify)")
+            }
+            other => format!("TLS handshake failed: {other}"),
+        });
+    }
+    if io_kind == Some(std::io::ErrorKind::TimedOut) {
+        return UpstreamFailure::Timeout(format!("connect timed out: {detail}"));
+    }
+    if error.is_connect() {
+        return UpstreamFailure::BadGateway(format!("connection failed: {detail}"));
+    }
+    UpstreamFailure::BadGateway(format!("request failed: {detail}"))
+}

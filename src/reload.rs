@@ -1,0 +1,90 @@
+//! Rebuild and hot swap: collect objects, translate, skip when nothing changed, attach backend
+//! clients, swap atomically. In-flight requests keep the config they started with.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{Config, Warning};
+use crate::provider::file::ManifestSource;
+use crate::proxy::upstream::Upstreams;
+use crate::proxy::{Live, Shared};
+use crate::translate::{translate, TranslateOptions};
+
+pub struct Reloader {
+    source: ManifestSource,
+    options: TranslateOptions,
+    upstreams: Upstreams,
+    shared: Arc<Shared>,
+}
+
+impl Reloader {
+    pub fn new(source: ManifestSource, options: TranslateOptions, upstreams: Upstreams, shared: Arc<Shared>) -> Self {
+        Self { source, options, upstreams, shared }
+    }
+
+    /// Reads, translates and swaps if the result differs. Returns whether it swapped.
+    pub fn reload(&mut self) -> bool {
+        let (state, file_warnings) = self.source.load();
+        let mut config = translate(&state, &self.options);
+        config.warnings.splice(0..0, file_warnings);
+        let current = self.shared.live.load_full();
+        if *current.config == config {
+            return false;
+        }
+        log_new_warnings(&current.config.warnings, &config.warnings);
+        match link(config, &self.upstreams, current.generation + 1) {
+            Ok(live) => {
+                let (routes, generation) = (live.config.routes.len(), live.generation);
+                self.shared.live.store(Arc::new(live));
+                let transports: Vec<_> = self.shared.live.load().config.backends.iter().map(|b| b.transport.clone()).collect();
+                self.upstreams.retain(&transports.iter().collect::<Vec<_>>());
+                tracing::info!(generation, routes, "configuration swapped");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new configuration not applied; the previous one keeps serving");
+                false
+            }
+        }
+    }
+
+    /// Reloads after each change, coalescing the changes that arrive within `throttle`.
+    pub fn run(mut self, changes: std::sync::mpsc::Receiver<()>, throttle: Duration) {
+        while changes.recv().is_ok() {
+            std::thread::sleep(throttle);
+            while changes.try_recv().is_ok() {}
+            self.reload();
+        }
+    }
+
+    pub fn source(&self) -> &ManifestSource {
+        &self.source
+    }
+}
+
+/// The empty config a process starts from, before the first load.
+pub fn empty_live() -> Live {
+    Live { config: Arc::new(Config::default()), clients: Vec::new(), generation: 0, swapped_at: SystemTime::now() }
+}
+
+fn link(config: Config, upstreams: &Upstreams, generation: u64) -> Result<Live, String> {
+    let clients = config
+        .backends
+        .iter()
+        .map(|b| upstreams.clients_for(&b.transport).map_err(|e| format!("backend {}: {e}", b.name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Live { config: Arc::new(config), clients, generation, swapped_at: SystemTime::now() })
+}
+
+/// Each warning is logged once, when it first appears, not on every rebuild.
+fn log_new_warnings(before: &[Warning], after: &[Warning]) {
+    let known: BTreeSet<&Warning> = before.iter().collect();
+    for w in after.iter().filter(|w| !known.contains(w)) {
+        if w.refused {
+            tracing::warn!(object = %w.object, "refused: {}", w.message);
+        } else {
+            tracing::warn!(object = %w.object, "{}", w.message);
+        }
+    }
+}

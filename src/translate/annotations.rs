@@ -1,0 +1,233 @@
+//! The annotations portier reads from an Ingress, parsed once into one typed struct.
+//!
+//! Names follow Traefik 1.7's lookup order: `ingress.kubernetes.io/<name>`, then
+//! `traefik.ingress.kubernetes.io/<name>`, then the legacy `traefik.frontend.*` label alias.
+
+use std::collections::BTreeMap;
+
+use crate::config::{RedirectKind, RuleType};
+
+pub const RULE_TYPE: &[&str] =
+    &["ingress.kubernetes.io/rule-type", "traefik.ingress.kubernetes.io/rule-type", "traefik.frontend.rule.type"];
+pub const REWRITE_TARGET: &[&str] =
+    &["ingress.kubernetes.io/rewrite-target", "traefik.ingress.kubernetes.io/rewrite-target"];
+pub const PRIORITY: &[&str] =
+    &["ingress.kubernetes.io/priority", "traefik.ingress.kubernetes.io/priority", "traefik.frontend.priority"];
+pub const PRESERVE_HOST: &[&str] = &[
+    "ingress.kubernetes.io/preserve-host",
+    "traefik.ingress.kubernetes.io/preserve-host",
+    "traefik.frontend.passHostHeader",
+];
+pub const PROTOCOL: &[&str] = &["ingress.kubernetes.io/protocol", "traefik.ingress.kubernetes.io/protocol"];
+pub const REDIRECT_ENTRY_POINT: &[&str] = &[
+    "ingress.kubernetes.io/redirect-entry-point",
+    "traefik.ingress.kubernetes.io/redirect-entry-point",
+    "traefik.frontend.redirect.entryPoint",
+];
+pub const REDIRECT_PERMANENT: &[&str] = &[
+    "ingress.kubernetes.io/redirect-permanent",
+    "traefik.ingress.kubernetes.io/redirect-permanent",
+    "traefik.frontend.redirect.permanent",
+];
+/// portier's own: Traefik 1.7 only had the global `insecureSkipVerify`.
+pub const INSECURE_SKIP_VERIFY: &[&str] = &["portier.io/insecure-skip-verify"];
+pub const INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
+
+/// How to talk to the backend, from the `protocol` annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendProtocol {
+    Http,
+    Https,
+    /// HTTP/2 without TLS.
+    H2c,
+    /// HTTP/2 over TLS (portier's addition).
+    H2,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressAnnotations {
+    /// The Traefik rule type, when the Ingress names one.
+    pub rule_type: Option<RuleType>,
+    pub rewrite_target: Option<String>,
+    pub priority: i32,
+    pub preserve_host: bool,
+    pub protocol: Option<BackendProtocol>,
+    pub insecure_skip_verify: bool,
+    pub redirect_to_https: Option<RedirectKind>,
+}
+
+impl Default for IngressAnnotations {
+    fn default() -> Self {
+        Self {
+            rule_type: None,
+            rewrite_target: None,
+            priority: 0,
+            preserve_host: true,
+            protocol: None,
+            insecure_skip_verify: false,
+            redirect_to_https: None,
+        }
+    }
+}
+
+/// Parsed annotations plus notes on values that were ignored (Traefik logged and used the default).
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub annotations: IngressAnnotations,
+    pub notes: Vec<String>,
+}
+
+/// Errors refuse the whole Ingress; notes are warnings with a default used instead.
+pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
+    let empty = BTreeMap::new();
+    let map = map.unwrap_or(&empty);
+    let get = |names: &'static [&'static str]| lookup(map, names);
+    let mut parsed = Parsed::default();
+    let a = &mut parsed.annotations;
+    let notes = &mut parsed.notes;
+
+    if let Some((name, value)) = get(RULE_TYPE) {
+        let rule_type = RuleType::from_traefik_name(value).ok_or_else(|| {
+            format!("annotation {name}: {value:?} is not one of PathPrefix, PathPrefixStrip, Path, PathStrip, ReplacePath")
+        })?;
+        a.rule_type = Some(rule_type);
+    }
+    if let Some((name, value)) = get(REWRITE_TARGET) {
+        if !value.starts_with('/') {
+            return Err(format!("annotation {name}: {value:?} must be a path starting with '/'"));
+        }
+        if a.rule_type == Some(RuleType::ReplacePath) {
+            return Err(format!("annotation {name} cannot be combined with rule-type ReplacePath"));
+        }
+        a.rewrite_target = Some(value.to_string());
+    }
+    if let Some((name, value)) = get(PRIORITY) {
+        match value.parse::<i32>() {
+            Ok(p) => a.priority = p,
+            Err(_) => notes.push(format!("annotation {name}: {value:?} is not an integer; ignored")),
+        }
+    }
+    if let Some((name, value)) = get(PRESERVE_HOST) {
+        a.preserve_host = parse_bool(name, value, true, notes);
+    }
+    if let Some((name, value)) = get(PROTOCOL) {
+        a.protocol = Some(match value.to_ascii_lowercase().as_str() {
+            "http" => BackendProtocol::Http,
+            "https" => BackendProtocol::Https,
+            "h2c" => BackendProtocol::H2c,
+            "h2" => BackendProtocol::H2,
+            _ => return Err(format!("annotation {name}: {value:?} is not one of http, https, h2c, h2")),
+        });
+    }
+    if let Some((name, value)) = get(INSECURE_SKIP_VERIFY) {
+        a.insecure_skip_verify = parse_bool(name, value, false, notes);
+    }
+    if let Some((name, value)) = get(REDIRECT_ENTRY_POINT) {
+        if value.eq_ignore_ascii_case("https") {
+            let permanent = get(REDIRECT_PERMANENT).is_some_and(|(n, v)| parse_bool(n, v, false, notes));
+            a.redirect_to_https = Some(RedirectKind { permanent });
+        } else if !value.eq_ignore_ascii_case("http") {
+            notes.push(format!("annotation {name}: entry point {value:?} does not exist (use https); ignored"));
+        }
+    }
+    Ok(parsed)
+}
+
+/// The first of `names` present, with its trimmed value.
+fn lookup<'a>(map: &'a BTreeMap<String, String>, names: &'static [&'static str]) -> Option<(&'static str, &'a str)> {
+    names.iter().find_map(|n| map.get(*n).map(|v| (*n, v.trim())))
+}
+
+/// Go's `strconv.ParseBool`, as Traefik used; anything else keeps the default with a note.
+fn parse_bool(name: &str, value: &str, default: bool, notes: &mut Vec<String>) -> bool {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+        _ => {
+            notes.push(format!("annotation {name}: {value:?} is not a boolean; using {default}"));
+            default
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_pairs(pairs: &[(&str, &str)]) -> Result<Parsed, String> {
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse(Some(&map))
+    }
+
+    #[test]
+    fn reads_all_three_spellings_of_rule_type() {
+        for name in RULE_TYPE {
+            let p = parse_pairs(&[(name, "PathPrefixStrip")]).unwrap();
+            assert_eq!(p.annotations.rule_type, Some(RuleType::PathPrefixStrip), "{name}");
+        }
+    }
+
+    #[test]
+    fn canonical_name_wins_over_traefik_prefix() {
+        let p = parse_pairs(&[
+            ("ingress.kubernetes.io/rule-type", "Path"),
+            ("traefik.ingress.kubernetes.io/rule-type", "PathPrefixStrip"),
+        ])
+        .unwrap();
+        assert_eq!(p.annotations.rule_type, Some(RuleType::Path));
+    }
+
+    #[test]
+    fn refuses_unknown_rule_type_and_protocol() {
+        let err = parse_pairs(&[("traefik.ingress.kubernetes.io/rule-type", "Regex")]).unwrap_err();
+        assert!(err.contains("traefik.ingress.kubernetes.io/rule-type") && err.contains("Regex"), "{err}");
+        let err = parse_pairs(&[("ingress.kubernetes.io/protocol", "grpc")]).unwrap_err();
+        assert!(err.contains("grpc"), "{err}");
+        let err = parse_pairs(&[
+            ("traefik.ingress.kubernetes.io/rule-type", "ReplacePath"),
+            ("traefik.ingress.kubernetes.io/rewrite-target", "/x"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("ReplacePath"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_fall_back_with_a_note() {
+        let p = parse_pairs(&[
+            ("traefik.ingress.kubernetes.io/preserve-host", "nope"),
+            ("traefik.ingress.kubernetes.io/priority", "high"),
+        ])
+        .unwrap();
+        assert!(p.annotations.preserve_host);
+        assert_eq!(p.annotations.priority, 0);
+        assert_eq!(p.notes.len(), 2);
+    }
+
+    #[test]
+    fn redirect_entry_point_and_permanent() {
+        let p = parse_pairs(&[("traefik.ingress.kubernetes.io/redirect-entry-point", "https")]).unwrap();
+        assert_eq!(p.annotations.redirect_to_https, Some(RedirectKind { permanent: false }));
+        let p = parse_pairs(&[
+            ("traefik.ingress.kubernetes.io/redirect-entry-point", "https"),
+            ("traefik.ingress.kubernetes.io/redirect-permanent", "true"),
+        ])
+        .unwrap();
+        assert_eq!(p.annotations.redirect_to_https, Some(RedirectKind { permanent: true }));
+    }
+
+    #[test]
+    fn values_parse() {
+        let p = parse_pairs(&[
+            ("traefik.ingress.kubernetes.io/preserve-host", "false"),
+            ("traefik.ingress.kubernetes.io/priority", "10"),
+            ("ingress.kubernetes.io/protocol", "h2c"),
+            ("portier.io/insecure-skip-verify", "true"),
+            ("traefik.ingress.kubernetes.io/rewrite-target", "/new"),
+        ])
+        .unwrap();
+        let a = p.annotations;
+        assert!(!a.preserve_host && a.insecure_skip_verify);
+        assert_eq!((a.priority, a.protocol), (10, Some(BackendProtocol::H2c)));
+        assert_eq!(a.rewrite_target.as_deref(), Some("/new"));
+    }
+}
