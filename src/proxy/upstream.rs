@@ -115,12 +115,8 @@ impl Upstreams {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(DEFAULT_CONNECT_TIMEOUT));
-        let mut tls = if transport.verify { (*self.verified).clone() } else { (*self.insecure).clone() };
-        tls.alpn_protocols = if http2 && transport.scheme == Scheme::Https {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
-        };
+        // ALPN is set by the connector builder from the HTTP versions enabled below.
+        let tls = if transport.verify { (*self.verified).clone() } else { (*self.insecure).clone() };
         let server_name = ServerName::try_from(transport.server_name.clone())
             .map_err(|e| format!("backend server name {:?}: {e}", transport.server_name))?;
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
