@@ -23,6 +23,7 @@ pub type RouteId = usize;
 pub type BackendId = usize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Route {
     /// Stable name: `namespace/ingress#rule.path` (or `#default`).
     pub id: String,
@@ -111,6 +112,7 @@ impl Scheme {
 
 /// How a backend is reached: scheme, protocol and TLS settings, shared by all its addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Transport {
     pub scheme: Scheme,
     /// HTTP/2 to the backend: h2c for http, ALPN h2 for https.
@@ -166,7 +168,7 @@ pub enum Endpoint<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(tag = "kind", content = "value", rename_all = "camelCase")]
 pub enum Target {
     /// Ready endpoints from EndpointSlices, sorted.
     Endpoints(Vec<SocketAddr>),

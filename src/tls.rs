@@ -25,6 +25,7 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 
 /// What portier tells about a certificate (never key material).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CertInfo {
     pub subject: String,
     pub issuer: String,

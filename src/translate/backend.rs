@@ -74,6 +74,9 @@ pub fn resolve(state: &ClusterState, req: &BackendRequest<'_>) -> BackendSpec {
     };
 
     if let Some(host) = external_name {
+        if host.starts_with("*.") || super::valid_host(&host).is_err() {
+            return unavailable(format!("Service {key}: externalName {host:?} is not a valid DNS name"), fallback_transport);
+        }
         let transport = transport_for(Some(&port), req, host.clone());
         let authority = authority_of(&host, service_port, transport.scheme);
         return BackendSpec {

@@ -316,7 +316,7 @@ fn load_secret(secret: &Secret) -> Result<crate::tls::LoadedCert, String> {
 }
 
 /// Hosts are DNS names, lower-cased; `*.` may only start a wildcard host.
-fn valid_host(host: &str) -> Result<String, String> {
+pub(crate) fn valid_host(host: &str) -> Result<String, String> {
     let lower = host.to_ascii_lowercase();
     let name = lower.strip_prefix("*.").unwrap_or(&lower);
     let ok = !name.is_empty()
