@@ -48,7 +48,9 @@ async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response
         "/api/backends" => json(&live.config.backends),
         "/api/warnings" => json(&live.config.warnings),
         "/api/certificates" => json(&live.config.certificates.certificates()),
-        "/api/version" => json(&serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "generation": live.generation })),
+        "/api/version" => {
+            json(&serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "generation": live.generation }))
+        }
         "/" => html(INDEX),
         _ => plain(StatusCode::NOT_FOUND, "not found\n"),
     })

@@ -37,7 +37,8 @@ impl Reloader {
             Ok(live) => {
                 let (routes, generation) = (live.config.routes.len(), live.generation);
                 self.shared.live.store(Arc::new(live));
-                let transports: Vec<_> = self.shared.live.load().config.backends.iter().map(|b| b.transport.clone()).collect();
+                let transports: Vec<_> =
+                    self.shared.live.load().config.backends.iter().map(|b| b.transport.clone()).collect();
                 self.upstreams.retain(&transports.iter().collect::<Vec<_>>());
                 tracing::info!(generation, routes, "configuration swapped");
                 true

@@ -60,10 +60,7 @@ impl Router {
                     }
                 }
                 MatchKind::Prefix => {
-                    let same = table
-                        .prefixes
-                        .iter()
-                        .find(|(p, prio, _)| **p == *route.path && *prio == route.priority);
+                    let same = table.prefixes.iter().find(|(p, prio, _)| **p == *route.path && *prio == route.priority);
                     if let Some(&(_, _, winner)) = same {
                         conflicts.push(Conflict { winner, loser: id });
                     } else {
@@ -112,10 +109,7 @@ impl PathTable {
         if let Some(&id) = self.exact.get(path) {
             return Some(id);
         }
-        self.prefixes
-            .iter()
-            .find(|(prefix, _, _)| prefix_matches(prefix, path))
-            .map(|&(_, _, id)| id)
+        self.prefixes.iter().find(|(prefix, _, _)| prefix_matches(prefix, path)).map(|&(_, _, id)| id)
     }
 }
 
@@ -195,14 +189,14 @@ mod tests {
     fn lookup_table() {
         use MatchKind::*;
         let routes = vec![
-            route(Some("a.com"), "/k8s", Prefix, 0),          // 0
-            route(Some("a.com"), "/k8s/api", Prefix, 0),      // 1
-            route(Some("a.com"), "/k8s", Exact, 0),           // 2
-            route(Some("*.a.com"), "/", Prefix, 0),           // 3
-            route(None, "/", Prefix, 0),                      // 4
-            route(None, "/grafana", Prefix, 0),               // 5
-            route(Some("b.com"), "/x", Prefix, 0),            // 6
-            route(Some("b.com"), "/x", Prefix, 5),            // 7: higher priority wins a same-path tie
+            route(Some("a.com"), "/k8s", Prefix, 0),     // 0
+            route(Some("a.com"), "/k8s/api", Prefix, 0), // 1
+            route(Some("a.com"), "/k8s", Exact, 0),      // 2
+            route(Some("*.a.com"), "/", Prefix, 0),      // 3
+            route(None, "/", Prefix, 0),                 // 4
+            route(None, "/grafana", Prefix, 0),          // 5
+            route(Some("b.com"), "/x", Prefix, 0),       // 6
+            route(Some("b.com"), "/x", Prefix, 5),       // 7: higher priority wins a same-path tie
         ];
         let (router, conflicts) = Router::build(&routes, None);
         assert!(conflicts.is_empty());

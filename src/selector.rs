@@ -120,10 +120,7 @@ fn parse_term(term: &str) -> Result<Requirement, String> {
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
         .ok_or_else(|| format!("expected a value set like (a,b) after {key:?}"))?;
-    let values = inner
-        .split(',')
-        .map(|v| valid_value(v.trim()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let values = inner.split(',').map(|v| valid_value(v.trim())).collect::<Result<Vec<_>, _>>()?;
     let key = valid_key(key)?;
     Ok(if negated { Requirement::NotIn(key, values) } else { Requirement::In(key, values) })
 }

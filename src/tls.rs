@@ -59,14 +59,10 @@ pub fn load_pem_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<LoadedCert, Stri
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("private key PEM is invalid: {e}"))?;
     let info = describe(&chain[0])?;
-    let signing_key = crypto_provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| format!("private key is not usable: {e}"))?;
+    let signing_key =
+        crypto_provider().key_provider.load_private_key(key).map_err(|e| format!("private key is not usable: {e}"))?;
     let certified = CertifiedKey::new(chain, signing_key);
-    certified
-        .keys_match()
-        .map_err(|e| format!("private key does not match the certificate: {e}"))?;
+    certified.keys_match().map_err(|e| format!("private key does not match the certificate: {e}"))?;
     let mut hasher = DefaultHasher::new();
     cert_pem.hash(&mut hasher);
     key_pem.hash(&mut hasher);

@@ -10,8 +10,15 @@ async fn dashboard_setup() -> (Portier, Echo) {
     let backend = echo_http("dash").await;
     let portier = Portier::start(
         &[
-            ("svc.yaml", external_service("dash", "127.0.0.1.nip.invalid", backend.port(), None).replace("127.0.0.1.nip.invalid", "localhost")),
-            ("ing.yaml", ingress("dash", &[STRIP], None, &[("/k8s", "ImplementationSpecific", "dash", backend.port())])),
+            (
+                "svc.yaml",
+                external_service("dash", "127.0.0.1.nip.invalid", backend.port(), None)
+                    .replace("127.0.0.1.nip.invalid", "localhost"),
+            ),
+            (
+                "ing.yaml",
+                ingress("dash", &[STRIP], None, &[("/k8s", "ImplementationSpecific", "dash", backend.port())]),
+            ),
         ],
         &[],
     )

@@ -34,7 +34,8 @@ fn collect(value: serde_yaml_ng::Value, at: &str, out: &mut ParsedManifest) {
     }
     let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let (api_version, kind) = (field("apiVersion"), field("kind"));
-    let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
+    let name =
+        value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
     let label = format!("{at} ({kind} {name:?})");
     fn typed<T: serde::de::DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<Arc<T>, String> {
         serde_yaml_ng::from_value(value).map(Arc::new).map_err(|e| e.to_string())
@@ -104,9 +105,10 @@ impl ManifestSource {
         for file in files {
             let display = file.display().to_string();
             let warn = |message: String, refused: bool| Warning { object: format!("file {display}"), message, refused };
-            let objects = match std::fs::read(&file).map_err(|e| e.to_string()).and_then(|bytes| {
-                String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
-            }) {
+            let objects = match std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string()))
+            {
                 Err(e) => {
                     warnings.push(warn(format!("cannot read: {e}"), true));
                     continue;
@@ -133,7 +135,10 @@ impl ManifestSource {
                     origin.insert(id, file.clone());
                 } else {
                     let first = origin.get(&id).map(|p| p.display().to_string()).unwrap_or_default();
-                    warnings.push(warn(format!("{} {} is also defined in {first}; this copy is ignored", id.0, id.1), true));
+                    warnings.push(warn(
+                        format!("{} {} is also defined in {first}; this copy is ignored", id.0, id.1),
+                        true,
+                    ));
                 }
             }
             seen.insert(file, ());
@@ -147,7 +152,11 @@ fn list_yaml(dir: &Path, out: &mut Vec<PathBuf>, warnings: &mut Vec<Warning>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            warnings.push(Warning { object: format!("folder {}", dir.display()), message: format!("cannot list: {e}"), refused: true });
+            warnings.push(Warning {
+                object: format!("folder {}", dir.display()),
+                message: format!("cannot list: {e}"),
+                refused: true,
+            });
             return;
         }
     };
@@ -182,7 +191,10 @@ pub fn watch(roots: &[PathBuf], notify_tx: std::sync::mpsc::Sender<()>) -> Resul
         let (path, mode) = if root.is_dir() {
             (root.clone(), RecursiveMode::Recursive)
         } else {
-            (root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(), RecursiveMode::NonRecursive)
+            (
+                root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+                RecursiveMode::NonRecursive,
+            )
         };
         watcher.watch(&path, mode).map_err(|e| format!("--manifests {}: cannot watch: {e}", root.display()))?;
     }

@@ -96,17 +96,18 @@ pub async fn serve(
                     let _ = watcher.watch(served).await;
                 }
                 Some(acceptor) => {
-                    let tls_stream = match tokio::time::timeout(DEFAULT_TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let tls_stream =
+                        match tokio::time::timeout(DEFAULT_TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
                     let served = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service).into_owned();
                     let _ = watcher.watch(served).await;
                 }

@@ -43,11 +43,7 @@ pub fn https_location(host: &str, https_port: u16, path_and_query: &str) -> Opti
         return None;
     }
     let path = if path_and_query.starts_with('/') { path_and_query } else { "/" };
-    Some(if https_port == 443 {
-        format!("https://{host}{path}")
-    } else {
-        format!("https://{host}:{https_port}{path}")
-    })
+    Some(if https_port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{https_port}{path}") })
 }
 
 /// What a route does with the path before proxying.
@@ -76,7 +72,9 @@ pub fn rewrite<'a>(route: &'a Route, path: &'a str, query: Option<&'a str>) -> R
         }
     };
     match &route.rewrite {
-        PathRewrite::None => Rewritten::Forward { path_and_query: original(), forwarded_prefix: None, replaced_path: None },
+        PathRewrite::None => {
+            Rewritten::Forward { path_and_query: original(), forwarded_prefix: None, replaced_path: None }
+        }
         PathRewrite::StripPrefix if route.path == "/" => {
             Rewritten::Forward { path_and_query: original(), forwarded_prefix: None, replaced_path: None }
         }
@@ -95,11 +93,17 @@ pub fn rewrite<'a>(route: &'a Route, path: &'a str, query: Option<&'a str>) -> R
         PathRewrite::ReplacePrefix(target) => {
             let replaced = format!("{target}{}", rest());
             let replaced = if replaced.is_empty() { "/".to_string() } else { replaced };
-            Rewritten::Forward { path_and_query: Cow::Owned(with_query(&replaced)), forwarded_prefix: None, replaced_path: Some(path) }
+            Rewritten::Forward {
+                path_and_query: Cow::Owned(with_query(&replaced)),
+                forwarded_prefix: None,
+                replaced_path: Some(path),
+            }
         }
-        PathRewrite::ReplaceWhole(target) => {
-            Rewritten::Forward { path_and_query: Cow::Owned(with_query(target)), forwarded_prefix: None, replaced_path: Some(path) }
-        }
+        PathRewrite::ReplaceWhole(target) => Rewritten::Forward {
+            path_and_query: Cow::Owned(with_query(target)),
+            forwarded_prefix: None,
+            replaced_path: Some(path),
+        },
     }
 }
 
@@ -118,7 +122,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(&name);
         }
     }
-    for name in [KEEP_ALIVE, PROXY_CONNECTION, header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::PROXY_AUTHENTICATE] {
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHENTICATE,
+    ] {
         headers.remove(name);
     }
     headers.remove(header::CONNECTION);
@@ -254,7 +265,10 @@ mod tests {
         let r = route("/", MatchKind::Prefix, PathRewrite::ReplacePrefix("/app".into()));
         assert_eq!(forwarded(rewrite(&r, "/x", None)).0, "/app/x");
         let r = route("/", MatchKind::Prefix, PathRewrite::ReplaceWhole("/fixed".into()));
-        assert_eq!(forwarded(rewrite(&r, "/any/thing", Some("q"))), ("/fixed?q".into(), None, Some("/any/thing".into())));
+        assert_eq!(
+            forwarded(rewrite(&r, "/any/thing", Some("q"))),
+            ("/fixed?q".into(), None, Some("/any/thing".into()))
+        );
     }
 
     #[test]
@@ -296,7 +310,8 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         h.insert(X_FORWARDED_PREFIX, HeaderValue::from_static("/spoofed"));
-        let client = ClientInfo { ip: "10.0.0.1".parse().unwrap(), proto: "https", port: 443, host: "a.com", trusted: false };
+        let client =
+            ClientInfo { ip: "10.0.0.1".parse().unwrap(), proto: "https", port: 443, host: "a.com", trusted: false };
         set_forwarding_headers(&mut h, &client);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");

@@ -129,7 +129,10 @@ async fn proxy(shared: &Shared, conn: Connection, mut req: Request<Incoming>) ->
             Target::Unavailable(reason) => reason.clone(),
             _ => format!("Service {} has no ready endpoints", backend.service),
         };
-        return text(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Unavailable: backend {}: {why}\n", backend.name));
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("503 Service Unavailable: backend {}: {why}\n", backend.name),
+        );
     };
     let authority = match endpoint {
         Endpoint::Socket(addr) => addr.to_string(),

@@ -81,10 +81,8 @@ impl Upstreams {
                 .map_err(|e| format!("backend TLS configuration: {e}"))
         };
         let verified = builder()?.with_root_certificates(roots).with_no_client_auth();
-        let insecure = builder()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerification))
-            .with_no_client_auth();
+        let insecure =
+            builder()?.dangerous().with_custom_certificate_verifier(Arc::new(SkipVerification)).with_no_client_auth();
         Ok(Self {
             verified: Arc::new(verified),
             insecure: Arc::new(insecure),
@@ -179,10 +177,13 @@ impl ServerCertVerifier for SkipVerification {
     }
 }
 
+/// Resolved addresses of a host name, with the time they were looked up.
+type DnsCache = HashMap<String, (Instant, Vec<SocketAddr>)>;
+
 /// System DNS with a short cache, so a busy ExternalName backend does not ask DNS per connection.
 #[derive(Clone, Default)]
 pub struct CachingResolver {
-    cache: Arc<Mutex<HashMap<String, (Instant, Vec<SocketAddr>)>>>,
+    cache: Arc<Mutex<DnsCache>>,
 }
 
 impl tower_service::Service<Name> for CachingResolver {

@@ -88,7 +88,9 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
 
     if let Some((name, value)) = get(RULE_TYPE) {
         let rule_type = RuleType::from_traefik_name(value).ok_or_else(|| {
-            format!("annotation {name}: {value:?} is not one of PathPrefix, PathPrefixStrip, Path, PathStrip, ReplacePath")
+            format!(
+                "annotation {name}: {value:?} is not one of PathPrefix, PathPrefixStrip, Path, PathStrip, ReplacePath"
+            )
         })?;
         a.rule_type = Some(rule_type);
     }

@@ -75,7 +75,10 @@ pub fn resolve(state: &ClusterState, req: &BackendRequest<'_>) -> BackendSpec {
 
     if let Some(host) = external_name {
         if host.starts_with("*.") || super::valid_host(&host).is_err() {
-            return unavailable(format!("Service {key}: externalName {host:?} is not a valid DNS name"), fallback_transport);
+            return unavailable(
+                format!("Service {key}: externalName {host:?} is not a valid DNS name"),
+                fallback_transport,
+            );
         }
         let transport = transport_for(Some(&port), req, host.clone());
         let authority = authority_of(&host, service_port, transport.scheme);
@@ -109,11 +112,9 @@ fn find_port(service: &Service, wanted: Option<&ServiceBackendPort>) -> Result<P
     let ports: &[ServicePort] = service.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
     let choose = |p: &ServicePort| PortChoice { number: p.port, name: p.name.clone(), target: p.target_port.clone() };
     match wanted {
-        Some(ServiceBackendPort { number: Some(n), .. }) => ports
-            .iter()
-            .find(|p| p.port == *n)
-            .map(choose)
-            .ok_or_else(|| format!("has no port {n}")),
+        Some(ServiceBackendPort { number: Some(n), .. }) => {
+            ports.iter().find(|p| p.port == *n).map(choose).ok_or_else(|| format!("has no port {n}"))
+        }
         Some(ServiceBackendPort { name: Some(name), .. }) => ports
             .iter()
             .find(|p| p.name.as_deref() == Some(name))

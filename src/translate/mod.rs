@@ -32,7 +32,8 @@ pub struct TranslateOptions {
 /// Builds the whole config. Ingresses are taken oldest first, then by namespace/name, which
 /// decides every tie.
 pub fn translate(state: &ClusterState, options: &TranslateOptions) -> Config {
-    let mut ingresses: Vec<&Ingress> = state.ingresses.values().map(AsRef::as_ref).filter(|i| selected(i, options)).collect();
+    let mut ingresses: Vec<&Ingress> =
+        state.ingresses.values().map(AsRef::as_ref).filter(|i| selected(i, options)).collect();
     ingresses.sort_by(|a, b| {
         let age = |i: &Ingress| i.metadata.creation_timestamp.as_ref().map(|t| t.0);
         // Ingresses with a timestamp are older than those without (manifests often have none).
@@ -117,7 +118,12 @@ impl Builder {
                                 all_names.push(n);
                             }
                         }
-                        self.certificates.add(StoredCert { secret, names: all_names, info: loaded.info.clone(), loaded });
+                        self.certificates.add(StoredCert {
+                            secret,
+                            names: all_names,
+                            info: loaded.info.clone(),
+                            loaded,
+                        });
                     }
                 },
             }
@@ -190,7 +196,12 @@ impl Builder {
     }
 }
 
-fn draft(state: &ClusterState, options: &TranslateOptions, ingress: &Ingress, key: &ObjectKey) -> Result<Draft, String> {
+fn draft(
+    state: &ClusterState,
+    options: &TranslateOptions,
+    ingress: &Ingress,
+    key: &ObjectKey,
+) -> Result<Draft, String> {
     let parsed = annotations::parse(ingress.metadata.annotations.as_ref())?;
     let a = parsed.annotations;
     let mut notes = parsed.notes;
@@ -322,9 +333,7 @@ pub(crate) fn valid_host(host: &str) -> Result<String, String> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if ok {
         Ok(lower)

@@ -105,8 +105,24 @@ fn path_types_and_rule_types_table() {
         (strip, "/k8s/", "ImplementationSpecific", Prefix, RuleType::PathPrefixStrip, PathRewrite::StripPrefix, "/k8s"),
         // A Traefik manifest moved to pathType Prefix keeps its strip.
         (strip, "/k8s", "Prefix", Prefix, RuleType::PathPrefixStrip, PathRewrite::StripPrefix, "/k8s"),
-        ("traefik.frontend.rule.type: Path", "/p", "ImplementationSpecific", Exact, RuleType::Path, PathRewrite::None, "/p"),
-        ("ingress.kubernetes.io/rule-type: PathStrip", "/p", "ImplementationSpecific", Exact, RuleType::PathStrip, PathRewrite::StripPrefix, "/p"),
+        (
+            "traefik.frontend.rule.type: Path",
+            "/p",
+            "ImplementationSpecific",
+            Exact,
+            RuleType::Path,
+            PathRewrite::None,
+            "/p",
+        ),
+        (
+            "ingress.kubernetes.io/rule-type: PathStrip",
+            "/p",
+            "ImplementationSpecific",
+            Exact,
+            RuleType::PathStrip,
+            PathRewrite::StripPrefix,
+            "/p",
+        ),
         (
             "traefik.ingress.kubernetes.io/rule-type: ReplacePath",
             "/fixed",
@@ -131,8 +147,13 @@ fn path_types_and_rule_types_table() {
         let config = translate_yaml(&with_ingress(annotations, path, path_type));
         assert!(config.warnings.iter().all(|w| !w.refused), "{annotations} {path}: {:?}", config.warnings);
         let route = &config.routes[0];
-        let got = (route.match_kind, route.rule_type, route.rewrite.clone(), route.path.as_str(), route.host.as_deref());
-        assert_eq!(got, (*kind, *rule_type, rewrite.clone(), *normalised, Some("web.example.com")), "{annotations} {path} {path_type}");
+        let got =
+            (route.match_kind, route.rule_type, route.rewrite.clone(), route.path.as_str(), route.host.as_deref());
+        assert_eq!(
+            got,
+            (*kind, *rule_type, rewrite.clone(), *normalised, Some("web.example.com")),
+            "{annotations} {path} {path_type}"
+        );
     }
 }
 
@@ -141,7 +162,11 @@ fn invalid_annotation_refuses_that_ingress_alone() {
     let yaml = format!(
         "{}\n---\n{}",
         with_ingress("traefik.ingress.kubernetes.io/rule-type: Regex", "/a", "Prefix"),
-        with_ingress("", "/b", "Prefix").replace("name: web\n  annotations", "name: other\n  annotations").split("---").nth(1).unwrap()
+        with_ingress("", "/b", "Prefix")
+            .replace("name: web\n  annotations", "name: other\n  annotations")
+            .split("---")
+            .nth(1)
+            .unwrap()
     );
     let config = translate_yaml(&yaml);
     assert_eq!(config.routes.len(), 1);
@@ -168,10 +193,16 @@ fn https_detection_by_port_name_and_protocol_annotation() {
 
 #[test]
 fn missing_service_and_missing_port_answer_503_with_a_warning() {
-    let yaml = with_ingress("", "/", "Prefix").replace("name: web, port: {number: 80}", "name: nope, port: {number: 80}");
+    let yaml =
+        with_ingress("", "/", "Prefix").replace("name: web, port: {number: 80}", "name: nope, port: {number: 80}");
     let config = translate_yaml(&yaml);
-    assert!(matches!(&config.backends[0].target, Target::Unavailable(r) if r.contains("Service default/nope not found")));
-    assert!(config.warnings.iter().any(|w| w.object == "Ingress default/web" && w.message.contains("not found") && !w.refused));
+    assert!(
+        matches!(&config.backends[0].target, Target::Unavailable(r) if r.contains("Service default/nope not found"))
+    );
+    assert!(config
+        .warnings
+        .iter()
+        .any(|w| w.object == "Ingress default/web" && w.message.contains("not found") && !w.refused));
 
     let yaml = with_ingress("", "/", "Prefix").replace("port: {number: 80}", "port: {number: 81}");
     let config = translate_yaml(&yaml);
@@ -294,6 +325,8 @@ fn invalid_hosts_and_paths_are_refused() {
 
 #[test]
 fn external_name_must_be_a_dns_name() {
-    let config = translate_yaml(&with_ingress("", "/", "Prefix").replace("externalName: web.example", "externalName: \"bad name\""));
+    let config = translate_yaml(
+        &with_ingress("", "/", "Prefix").replace("externalName: web.example", "externalName: \"bad name\""),
+    );
     assert!(matches!(&config.backends[0].target, Target::Unavailable(r) if r.contains("not a valid DNS name")));
 }

@@ -47,7 +47,8 @@ impl TestCa {
     }
 
     pub fn leaf(&self, names: &[&str]) -> Leaf {
-        let mut params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("leaf"));
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
@@ -204,7 +205,8 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<EchoBody> {
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_text() || msg.is_binary() {
                 use futures_util::SinkExt;
@@ -305,7 +307,12 @@ impl Portier {
 
 // ---------------------------------------------------------------- manifests
 
-pub fn ingress(name: &str, annotations: &[(&str, &str)], host: Option<&str>, paths: &[(&str, &str, &str, u16)]) -> String {
+pub fn ingress(
+    name: &str,
+    annotations: &[(&str, &str)],
+    host: Option<&str>,
+    paths: &[(&str, &str, &str, u16)],
+) -> String {
     ingress_in("default", name, annotations, host, paths)
 }
 
@@ -340,7 +347,13 @@ pub fn external_service(name: &str, host: &str, port: u16, port_name: Option<&st
 
 /// A ClusterIP Service with one named port and an EndpointSlice listing `endpoints`
 /// (address, ready) on `target_port`.
-pub fn service_with_slice(name: &str, port: u16, port_name: &str, target_port: u16, endpoints: &[(&str, bool)]) -> String {
+pub fn service_with_slice(
+    name: &str,
+    port: u16,
+    port_name: &str,
+    target_port: u16,
+    endpoints: &[(&str, bool)],
+) -> String {
     let eps: String = endpoints
         .iter()
         .map(|(addr, ready)| format!("  - addresses: [\"{addr}\"]\n    conditions: {{ready: {ready}}}\n"))
@@ -414,10 +427,20 @@ impl ServerCertVerifier for AcceptAny {
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Ok(HandshakeSignatureValid::assertion())
     }
-    fn verify_tls13_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Ok(HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -437,7 +460,11 @@ pub fn client_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 }
 
 /// Opens a TLS connection to `addr` with this SNI (None: no SNI) and ALPN.
-pub async fn tls_connect(addr: SocketAddr, sni: Option<&str>, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = match sni {
         Some(n) => ServerName::try_from(n.to_string()).unwrap(),
