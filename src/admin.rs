@@ -43,7 +43,8 @@ async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response
     let live = shared.live.load_full();
     Ok(match req.uri().path() {
         "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/readyz" => plain(StatusCode::OK, "ready\n"),
+        "/readyz" if shared.ready.load(std::sync::atomic::Ordering::Acquire) => plain(StatusCode::OK, "ready\n"),
+        "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the first complete sync\n"),
         "/api/routes" => json(&routes_view(&live.config)),
         "/api/backends" => json(&live.config.backends),
         "/api/warnings" => json(&live.config.warnings),

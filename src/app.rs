@@ -11,6 +11,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::cli::Cli;
 use crate::provider::file::{self, ManifestSource};
+use crate::provider::kube::{self as kube_provider, KubeOptions};
+use crate::provider::status::{self, PublishOptions};
+use crate::provider::Source;
 use crate::proxy::entry::{self, CertResolver};
 use crate::proxy::upstream::{Upstreams, DEFAULT_RESPONSE_HEADER_TIMEOUT};
 use crate::proxy::{EntryKind, Settings, Shared};
@@ -28,7 +31,7 @@ pub struct Running {
     pub default_cert: LoadedCert,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    _watcher: notify::RecommendedWatcher,
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Running {
@@ -58,7 +61,7 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
         _ => tls::generate_default_cert()?,
     };
     let upstreams = Upstreams::new(&cli.backend_ca)?;
-    let source = ManifestSource::new(cli.manifests.clone())?;
+    let manifests = if cli.manifests.is_empty() { None } else { Some(ManifestSource::new(cli.manifests.clone())?) };
 
     let bind = |flag: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))
@@ -78,12 +81,38 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
             trusted_proxies: cli.forwarded_trusted_ips.clone(),
             response_header_timeout: DEFAULT_RESPONSE_HEADER_TIMEOUT,
         },
+        ready: Default::default(),
     });
 
-    let mut reloader = Reloader::new(source, options, upstreams, shared.clone());
-    reloader.reload();
     let (changes_tx, changes_rx) = std::sync::mpsc::channel();
-    let watcher = file::watch(reloader.source().roots(), changes_tx)?;
+    let (reloader, watcher) = match manifests {
+        Some(files) => {
+            let watcher = file::watch(files.roots(), changes_tx)?;
+            let mut reloader = Reloader::new(Source::Files(files), options, upstreams, shared.clone());
+            reloader.reload();
+            (reloader, Some(watcher))
+        }
+        None => {
+            let kube_options = KubeOptions {
+                kubeconfig: cli.kubeconfig.clone(),
+                context: cli.context.clone(),
+                namespaces: cli.namespaces.clone(),
+                label_selector: cli.label_selector.as_ref().filter(|s| !s.is_everything()).map(|s| s.to_string()),
+            };
+            let client = kube_provider::connect(&kube_options).await?;
+            let stores = kube_provider::watch(client.clone(), &kube_options, changes_tx);
+            let mut reloader = Reloader::new(Source::Kube(stores), options, upstreams, shared.clone());
+            let publish = PublishOptions {
+                ips: cli.publish_ip.clone(),
+                hostname: cli.publish_hostname.clone(),
+                service: cli.publish_service.clone(),
+            };
+            let (writes, to_write) = tokio::sync::mpsc::unbounded_channel();
+            reloader.write_back(publish, writes);
+            tokio::spawn(status::run(client, to_write));
+            (reloader, None)
+        }
+    };
     let throttle = cli.throttle;
     std::thread::Builder::new()
         .name("portier-reload".into())
@@ -98,6 +127,6 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
         tokio::spawn(entry::serve(https, EntryKind::Https, Some(acceptor), shared.clone(), stop.clone())),
         tokio::spawn(crate::admin::serve(admin, shared.clone(), stop)),
     ];
-    tracing::info!(%http_addr, %https_addr, %admin_addr, manifests = ?cli.manifests, "portier listening");
+    tracing::info!(%http_addr, %https_addr, %admin_addr, "portier listening");
     Ok(Running { http_addr, https_addr, admin_addr, shared, default_cert, shutdown, tasks, _watcher: watcher })
 }

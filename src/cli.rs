@@ -19,8 +19,34 @@ use crate::selector::LabelSelector;
 pub struct Cli {
     /// YAML files or folders of Kubernetes manifests (multi-document, .yaml/.yml, searched
     /// recursively). When given, no Kubernetes API is contacted. Watched for changes.
-    #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+    #[arg(long, value_name = "PATH", num_args = 1..)]
     pub manifests: Vec<PathBuf>,
+
+    /// Kubeconfig file for the Kubernetes API. Default: in-cluster ServiceAccount, else
+    /// KUBECONFIG, else ~/.kube/config.
+    #[arg(long, value_name = "FILE", conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use.
+    #[arg(long, value_name = "NAME", conflicts_with = "manifests")]
+    pub context: Option<String>,
+
+    /// Watch only these namespaces (repeatable). Default: all.
+    #[arg(long = "namespace", value_name = "NS", num_args = 1.., conflicts_with = "manifests")]
+    pub namespaces: Vec<String>,
+
+    /// Address written into status.loadBalancer.ingress of served Ingresses (repeatable). The
+    /// DaemonSet in deploy/ passes the node's IP.
+    #[arg(long, value_name = "IP", num_args = 1.., conflicts_with = "manifests")]
+    pub publish_ip: Vec<std::net::IpAddr>,
+
+    /// Host name written into status.loadBalancer.ingress of served Ingresses.
+    #[arg(long, value_name = "NAME", conflicts_with = "manifests")]
+    pub publish_hostname: Option<String>,
+
+    /// Copy the load-balancer addresses of this Service (NAMESPACE/NAME) into served Ingresses.
+    #[arg(long, value_name = "NS/NAME", value_parser = parse_object_key, conflicts_with = "manifests")]
+    pub publish_service: Option<crate::state::ObjectKey>,
 
     /// Address of the http entry, which redirects to https.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:80")]
@@ -98,6 +124,15 @@ pub enum LogFormat {
 
 fn parse_selector(s: &str) -> Result<LabelSelector, String> {
     LabelSelector::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_object_key(s: &str) -> Result<crate::state::ObjectKey, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(crate::state::ObjectKey::new(ns, name))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {

@@ -17,6 +17,8 @@ pub struct Config {
     pub router: Router,
     pub certificates: CertStore,
     pub warnings: Vec<Warning>,
+    /// The Ingresses served (selected and not refused), in translation order.
+    pub ingresses: Vec<ObjectKey>,
 }
 
 pub type RouteId = usize;

@@ -6,28 +6,47 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Warning};
-use crate::provider::file::ManifestSource;
+use crate::provider::status::{self, Desired, PublishOptions};
+use crate::provider::Source;
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{Live, Shared};
 use crate::translate::{translate, TranslateOptions};
 
 pub struct Reloader {
-    source: ManifestSource,
+    source: Source,
     options: TranslateOptions,
     upstreams: Upstreams,
     shared: Arc<Shared>,
+    /// Where to send statuses and warnings to write back to the cluster (Kubernetes mode).
+    cluster_writer: Option<(PublishOptions, tokio::sync::mpsc::UnboundedSender<Desired>)>,
 }
 
 impl Reloader {
-    pub fn new(source: ManifestSource, options: TranslateOptions, upstreams: Upstreams, shared: Arc<Shared>) -> Self {
-        Self { source, options, upstreams, shared }
+    pub fn new(source: Source, options: TranslateOptions, upstreams: Upstreams, shared: Arc<Shared>) -> Self {
+        Self { source, options, upstreams, shared, cluster_writer: None }
     }
 
-    /// Reads, translates and swaps if the result differs. Returns whether it swapped.
+    pub fn write_back(&mut self, publish: PublishOptions, to: tokio::sync::mpsc::UnboundedSender<Desired>) {
+        self.cluster_writer = Some((publish, to));
+    }
+
+    /// Reads, translates and swaps if the result differs. Returns whether it swapped. Does
+    /// nothing until the source has completed its first sync.
     pub fn reload(&mut self) -> bool {
-        let (state, file_warnings) = self.source.load();
+        let Some((state, source_warnings)) = self.source.load() else {
+            return false;
+        };
         let mut config = translate(&state, &self.options);
-        config.warnings.splice(0..0, file_warnings);
+        config.warnings.splice(0..0, source_warnings);
+        if let Some((publish, to)) = &self.cluster_writer {
+            let _ = to.send(status::desired(&state, &config, publish));
+        }
+        let swapped = self.swap_if_changed(config);
+        self.shared.ready.store(true, std::sync::atomic::Ordering::Release);
+        swapped
+    }
+
+    fn swap_if_changed(&mut self, config: Config) -> bool {
         let current = self.shared.live.load_full();
         if *current.config == config {
             return false;
@@ -57,10 +76,6 @@ impl Reloader {
             while changes.try_recv().is_ok() {}
             self.reload();
         }
-    }
-
-    pub fn source(&self) -> &ManifestSource {
-        &self.source
     }
 }
 

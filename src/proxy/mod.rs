@@ -55,6 +55,8 @@ pub struct Settings {
 pub struct Shared {
     pub live: ArcSwap<Live>,
     pub settings: Settings,
+    /// True once the first complete set of objects has been loaded and translated.
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

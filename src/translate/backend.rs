@@ -176,7 +176,7 @@ fn ready_addresses(state: &ClusterState, service: &ObjectKey, port: &PortChoice)
             },
         };
         let Some(slice_port) = slice_port.and_then(|p| u16::try_from(p).ok()) else { continue };
-        for endpoint in &slice.endpoints {
+        for endpoint in slice.endpoints.iter().flatten() {
             // Kubernetes: a missing `ready` condition is to be read as ready.
             if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;

@@ -79,6 +79,7 @@ struct Builder {
     certificates: CertStore,
     warnings: Vec<Warning>,
     default_route: Option<(ObjectKey, usize)>,
+    served: Vec<ObjectKey>,
 }
 
 /// One Ingress's contribution, collected before anything is added so a refusal leaves no trace.
@@ -99,6 +100,7 @@ impl Builder {
     }
 
     fn accept(&mut self, key: &ObjectKey, draft: Draft) {
+        self.served.push(key.clone());
         for note in draft.notes {
             self.warnings.push(Warning::ingress(key, note, false));
         }
@@ -192,6 +194,7 @@ impl Builder {
             router,
             certificates: self.certificates,
             warnings: self.warnings,
+            ingresses: self.served,
         }
     }
 }
