@@ -69,12 +69,27 @@ impl Reloader {
         }
     }
 
-    /// Reloads after each change, coalescing the changes that arrive within `throttle`.
+    /// Reloads after each burst of changes: it waits until `throttle` passes with no new change
+    /// (so a file being written is read once written), but never more than twice `throttle`
+    /// after the first, so a steady stream of changes still propagates.
     pub fn run(mut self, changes: std::sync::mpsc::Receiver<()>, throttle: Duration) {
+        use std::sync::mpsc::RecvTimeoutError;
         while changes.recv().is_ok() {
-            std::thread::sleep(throttle);
-            while changes.try_recv().is_ok() {}
+            let first = std::time::Instant::now();
+            loop {
+                let left = (throttle * 2).saturating_sub(first.elapsed());
+                match changes.recv_timeout(throttle.min(left)) {
+                    Ok(()) if !left.is_zero() => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    _ => break,
+                }
+            }
             self.reload();
+            while self.source.unsettled() {
+                std::thread::sleep(throttle);
+                while changes.try_recv().is_ok() {}
+                self.reload();
+            }
         }
     }
 }

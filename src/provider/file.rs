@@ -71,6 +71,10 @@ fn collect(value: serde_yaml_ng::Value, at: &str, out: &mut ParsedManifest) {
 pub struct ManifestSource {
     roots: Vec<PathBuf>,
     last_good: HashMap<PathBuf, Vec<Object>>,
+    /// Files found empty that held objects before: an editor or `cat >` truncates before
+    /// writing, so the first empty read keeps the old objects and asks for another look.
+    emptied: std::collections::HashSet<PathBuf>,
+    unsettled: bool,
 }
 
 impl ManifestSource {
@@ -79,7 +83,13 @@ impl ManifestSource {
         for root in &roots {
             std::fs::metadata(root).map_err(|e| format!("--manifests {}: {e}", root.display()))?;
         }
-        Ok(Self { roots, last_good: HashMap::new() })
+        Ok(Self { roots, last_good: HashMap::new(), emptied: Default::default(), unsettled: false })
+    }
+
+    /// True when the last load kept old contents for a file that looked mid-write: load again
+    /// shortly, even without a change event, to settle it.
+    pub fn unsettled(&self) -> bool {
+        self.unsettled
     }
 
     pub fn roots(&self) -> &[PathBuf] {
@@ -88,6 +98,7 @@ impl ManifestSource {
 
     /// Reads every file now. Returns the merged state and the warnings for what was refused.
     pub fn load(&mut self) -> (ClusterState, Vec<Warning>) {
+        self.unsettled = false;
         let mut warnings = Vec::new();
         let mut files = Vec::new();
         for root in &self.roots {
@@ -113,8 +124,13 @@ impl ManifestSource {
                     warnings.push(warn(format!("cannot read: {e}"), true));
                     continue;
                 }
+                Ok(text) if text.trim().is_empty() && self.looks_mid_write(&file) => {
+                    self.unsettled = true;
+                    self.last_good.get(&file).cloned().unwrap_or_default()
+                }
                 Ok(text) => match parse_manifest(&text) {
                     Ok(parsed) => {
+                        self.emptied.remove(&file);
                         for reason in parsed.refused {
                             warnings.push(warn(reason, true));
                         }
@@ -145,6 +161,16 @@ impl ManifestSource {
         }
         self.last_good.retain(|path, _| seen.contains_key(path));
         (state, warnings)
+    }
+
+    /// An empty file that held objects is taken as mid-write once; found empty again, it is empty.
+    fn looks_mid_write(&mut self, file: &Path) -> bool {
+        let had_objects = self.last_good.get(file).is_some_and(|o| !o.is_empty());
+        if had_objects && self.emptied.insert(file.to_path_buf()) {
+            return true;
+        }
+        self.emptied.remove(file);
+        false
     }
 }
 
@@ -277,6 +303,24 @@ metadata: {name: good}
         std::fs::remove_file(&file).unwrap();
         let (state, _) = source.load();
         assert!(state.services.is_empty());
+    }
+
+    #[test]
+    fn an_emptied_file_keeps_its_objects_for_one_look_then_counts_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+        let mut source = ManifestSource::new(vec![file.clone()]).unwrap();
+        assert_eq!(source.load().0.services.len(), 1);
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(source.load().0.services.len(), 1, "first empty read: maybe mid-write");
+        assert!(source.unsettled());
+        assert_eq!(source.load().0.services.len(), 0, "still empty: it is empty");
+        assert!(!source.unsettled());
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+        assert_eq!(source.load().0.services.len(), 1);
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(source.load().0.services.len(), 1, "each new emptying gets its second look");
     }
 
     #[test]

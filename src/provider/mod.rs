@@ -21,4 +21,12 @@ impl Source {
             Source::Kube(stores) => stores.synced().then(|| (stores.load(), Vec::new())),
         }
     }
+
+    /// The last load saw something mid-change; load again soon even without an event.
+    pub fn unsettled(&self) -> bool {
+        match self {
+            Source::Files(files) => files.unsettled(),
+            Source::Kube(_) => false,
+        }
+    }
 }
