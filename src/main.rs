@@ -5,8 +5,14 @@ use portier::cli::{Cli, LogFormat};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // kube_client logs every failed retry; portier logs each outage once with its cause.
+    let level = if cli.log_level.contains("kube") {
+        cli.log_level.clone()
+    } else {
+        format!("{},kube_client=off", cli.log_level)
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {

@@ -157,7 +157,10 @@ where
         while let Some(item) = stream.next().await {
             match item {
                 Ok(event) => {
-                    if !healthy {
+                    // `Init` starts every (re)list attempt, also ones that then fail: only a
+                    // completed list or a watch event shows the API server is back.
+                    let answered = !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_));
+                    if !healthy && answered {
                         tracing::info!(watch = %what, "watch restored; resynced with the API server");
                         healthy = true;
                     }

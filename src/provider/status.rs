@@ -49,20 +49,32 @@ pub struct IngressWarning {
 }
 
 /// Compares the published addresses with each served Ingress's status, and lists the warnings.
+///
+/// With `--publish-service`, the status is exactly that Service's addresses (plus any
+/// `--publish-ip`/`--publish-hostname`): every replica computes the same set. Without it, each
+/// replica only *adds* its own addresses and keeps the others': a DaemonSet publishing each
+/// node's IP must not have its pods overwrite each other in a loop.
 pub fn desired(state: &ClusterState, config: &Config, publish: &PublishOptions) -> Desired {
     let mut status_updates = Vec::new();
     if publish.is_set() {
-        let addresses = published_addresses(state, publish);
+        let own = published_addresses(state, publish);
         for key in &config.ingresses {
-            let current = state
-                .ingresses
-                .get(key)
-                .and_then(|i| i.status.as_ref())
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.clone())
-                .unwrap_or_default();
-            if sorted(current) != addresses {
-                status_updates.push((key.clone(), addresses.clone()));
+            let current = sorted(
+                state
+                    .ingresses
+                    .get(key)
+                    .and_then(|i| i.status.as_ref())
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|lb| lb.ingress.clone())
+                    .unwrap_or_default(),
+            );
+            let wanted = if publish.service.is_some() {
+                own.clone()
+            } else {
+                sorted(current.iter().chain(&own).cloned().collect())
+            };
+            if current != wanted {
+                status_updates.push((key.clone(), wanted));
             }
         }
     }
@@ -152,7 +164,8 @@ async fn create_event(client: &Client, warning: &IngressWarning, instance: &str)
     let key = &warning.ingress;
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let event: Event = serde_json::from_value(serde_json::json!({
-        "metadata": { "generateName": format!("{}.", key.name), "namespace": key.namespace },
+        // The same name from every replica: the Event is created once per reason, cluster-wide.
+        "metadata": { "name": event_name(warning), "namespace": key.namespace },
         "involvedObject": {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
@@ -172,5 +185,69 @@ async fn create_event(client: &Client, warning: &IngressWarning, instance: &str)
     }))
     .map_err(|e| e.to_string())?;
     let api: Api<Event> = Api::namespaced(client.clone(), &key.namespace);
-    api.create(&PostParams::default(), &event).await.map(|_| ()).map_err(|e| e.to_string())
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => Ok(()),
+        // Another replica reported it already.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `<ingress>.portier.<hash of uid and message>`: stable for one reason on one Ingress object.
+fn event_name(warning: &IngressWarning) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    warning.uid.hash(&mut hasher);
+    warning.message.hash(&mut hasher);
+    format!("{}.portier.{:016x}", warning.ingress.name, hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::file::parse_manifest;
+    use crate::state::Object;
+
+    fn state_with_status(addresses: &str) -> (ClusterState, Config) {
+        let yaml = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec: {{defaultBackend: {{service: {{name: s, port: {{number: 80}}}}}}}}\nstatus: {{loadBalancer: {{ingress: {addresses}}}}}\n"
+        );
+        let mut state = ClusterState::default();
+        for o in parse_manifest(&yaml).unwrap().objects {
+            if let Object::Ingress(_) = o {
+                state.insert(o);
+            }
+        }
+        let config = crate::translate::translate(&state, &Default::default());
+        (state, config)
+    }
+
+    fn ip(s: &str) -> IngressLoadBalancerIngress {
+        IngressLoadBalancerIngress { ip: Some(s.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn each_replica_adds_its_own_ip_and_keeps_the_others() {
+        let publish = PublishOptions { ips: vec!["192.0.2.2".parse().unwrap()], ..Default::default() };
+        let (state, config) = state_with_status("[{ip: 192.0.2.1}]");
+        let d = desired(&state, &config, &publish);
+        assert_eq!(d.status_updates, vec![(ObjectKey::new("default", "web"), vec![ip("192.0.2.1"), ip("192.0.2.2")])]);
+        let (state, config) = state_with_status("[{ip: 192.0.2.2}, {ip: 192.0.2.1}]");
+        assert!(desired(&state, &config, &publish).status_updates.is_empty(), "nothing to write: converged");
+    }
+
+    #[test]
+    fn published_service_sets_exactly_its_addresses() {
+        let publish = PublishOptions { service: Some(ObjectKey::new("default", "lb")), ..Default::default() };
+        let (mut state, config) = state_with_status("[{ip: 192.0.2.9}]");
+        let lb = parse_manifest(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.1}]}}\n",
+        )
+        .unwrap();
+        for o in lb.objects {
+            state.insert(o);
+        }
+        let d = desired(&state, &config, &publish);
+        assert_eq!(d.status_updates, vec![(ObjectKey::new("default", "web"), vec![ip("198.51.100.1")])]);
+    }
 }

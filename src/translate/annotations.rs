@@ -33,6 +33,34 @@ pub const REDIRECT_PERMANENT: &[&str] = &[
 pub const INSECURE_SKIP_VERIFY: &[&str] = &["portier.io/insecure-skip-verify"];
 pub const INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
 
+/// Traefik 1.7 annotations that restrict who may reach a route. portier does not implement
+/// them, and serving such an Ingress without them would open what the user meant to close.
+const ACCESS_CONTROL: &[&str] = &[
+    "auth-type",
+    "auth-secret",
+    "auth-url",
+    "auth-realm",
+    "auth-header-field",
+    "auth-remove-header",
+    "auth-trust-headers",
+    "auth-response-headers",
+    "auth-tls-secret",
+    "auth-tls-insecure",
+    "whitelist-source-range",
+    "whitelist-x-forwarded-for",
+];
+const LEGACY_ACCESS_CONTROL: &[&str] = &["traefik.frontend.whitelistSourceRange", "traefik.frontend.auth.basic"];
+/// The `<name>` part of the `[traefik.]ingress.kubernetes.io/<name>` annotations portier reads.
+const SUPPORTED: &[&str] = &[
+    "rule-type",
+    "rewrite-target",
+    "priority",
+    "preserve-host",
+    "protocol",
+    "redirect-entry-point",
+    "redirect-permanent",
+];
+
 /// How to talk to the backend, from the `protocol` annotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendProtocol {
@@ -85,6 +113,20 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
     let a = &mut parsed.annotations;
     let notes = &mut parsed.notes;
+
+    for key in map.keys() {
+        let short =
+            key.strip_prefix("traefik.ingress.kubernetes.io/").or_else(|| key.strip_prefix("ingress.kubernetes.io/"));
+        if short.is_some_and(|s| ACCESS_CONTROL.contains(&s)) || LEGACY_ACCESS_CONTROL.contains(&key.as_str()) {
+            return Err(format!(
+                "annotation {key} (access control) is not supported by portier; the Ingress is refused rather than served unprotected"
+            ));
+        }
+        if let Some(short) = short.filter(|s| !SUPPORTED.contains(s)) {
+            let why = if short == "ssl-redirect" { " (the http entry already redirects to https)" } else { "" };
+            notes.push(format!("annotation {key} is not supported by portier and is ignored{why}"));
+        }
+    }
 
     if let Some((name, value)) = get(RULE_TYPE) {
         let rule_type = RuleType::from_traefik_name(value).ok_or_else(|| {
@@ -191,6 +233,31 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("ReplacePath"), "{err}");
+    }
+
+    #[test]
+    fn access_control_annotations_refuse_the_ingress() {
+        for name in [
+            "traefik.ingress.kubernetes.io/auth-type",
+            "ingress.kubernetes.io/whitelist-source-range",
+            "traefik.frontend.whitelistSourceRange",
+        ] {
+            let err = parse_pairs(&[(name, "basic")]).unwrap_err();
+            assert!(err.contains(name) && err.contains("refused"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unsupported_annotations_are_ignored_with_a_note() {
+        let p = parse_pairs(&[
+            ("traefik.ingress.kubernetes.io/custom-request-headers", "X-A:1"),
+            ("ingress.kubernetes.io/ssl-redirect", "true"),
+            ("nginx.ingress.kubernetes.io/rewrite-target", "/"),
+        ])
+        .unwrap();
+        assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
+        assert!(p.notes.iter().any(|n| n.contains("custom-request-headers")));
+        assert!(p.notes.iter().any(|n| n.contains("already redirects")));
     }
 
     #[test]
