@@ -3,6 +3,7 @@
 //! does not follow redirects or normalise paths.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_kube;
 pub mod process;
 
 use std::collections::BTreeMap;
