@@ -9,22 +9,25 @@ use std::collections::HashMap;
 
 use crate::config::{MatchKind, Route, RouteId};
 
+/// Keys are hosts and paths from the config, not from requests, so a fast hasher is safe here.
+type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
 /// Longest host name accepted for matching (DNS names are at most 253 bytes).
 pub(crate) const MAX_HOST_LEN: usize = 255;
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Router {
-    exact_hosts: HashMap<Box<str>, PathTable>,
-    wildcard_hosts: HashMap<Box<str>, PathTable>,
+    exact_hosts: Map<PathTable>,
+    wildcard_hosts: Map<PathTable>,
     any_host: PathTable,
     default_route: Option<RouteId>,
 }
 
 #[derive(Debug, Default, PartialEq)]
 struct PathTable {
-    exact: HashMap<Box<str>, RouteId>,
-    /// Sorted: longest prefix first, then priority, then input order.
-    prefixes: Vec<(Box<str>, i32, RouteId)>,
+    exact: Map<RouteId>,
+    /// Prefix (no trailing slash, or `/`) → (priority, route): the best route for that prefix.
+    prefixes: Map<(i32, RouteId)>,
 }
 
 /// Two routes with the same host, path and match kind: only `winner` is reachable.
@@ -59,24 +62,16 @@ impl Router {
                         table.exact.insert(route.path.as_str().into(), id);
                     }
                 }
-                MatchKind::Prefix => {
-                    let same = table.prefixes.iter().find(|(p, prio, _)| **p == *route.path && *prio == route.priority);
-                    if let Some(&(_, _, winner)) = same {
-                        conflicts.push(Conflict { winner, loser: id });
-                    } else {
-                        table.prefixes.push((route.path.as_str().into(), route.priority, id));
+                MatchKind::Prefix => match table.prefixes.get_mut(route.path.as_str()) {
+                    None => {
+                        table.prefixes.insert(route.path.as_str().into(), (route.priority, id));
                     }
-                }
+                    Some(best) if route.priority > best.0 => *best = (route.priority, id),
+                    Some(best) if route.priority == best.0 => conflicts.push(Conflict { winner: best.1, loser: id }),
+                    // A lower priority on the same prefix is shadowed on purpose.
+                    Some(_) => {}
+                },
             }
-        }
-        let tables = router
-            .exact_hosts
-            .values_mut()
-            .chain(router.wildcard_hosts.values_mut())
-            .chain(std::iter::once(&mut router.any_host));
-        for table in tables {
-            // Stable: equal keys keep the tie-break order of `routes`.
-            table.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(b.1.cmp(&a.1)));
         }
         (router, conflicts)
     }
@@ -105,11 +100,26 @@ impl Router {
 }
 
 impl PathTable {
+    /// Exact first; then the prefixes the path could be under, longest first: `/a/b/c` tries
+    /// `/a/b/c`, `/a/b`, `/a`, `/`. One hash lookup per path segment, whatever the table size.
     fn lookup(&self, path: &str) -> Option<RouteId> {
         if let Some(&id) = self.exact.get(path) {
             return Some(id);
         }
-        self.prefixes.iter().find(|(prefix, _, _)| prefix_matches(prefix, path)).map(|&(_, _, id)| id)
+        if self.prefixes.is_empty() {
+            return None;
+        }
+        let mut candidate = path.strip_suffix('/').unwrap_or(path);
+        loop {
+            let key = if candidate.is_empty() { "/" } else { candidate };
+            if let Some(&(_, id)) = self.prefixes.get(key) {
+                return Some(id);
+            }
+            if candidate.is_empty() {
+                return None;
+            }
+            candidate = &candidate[..candidate.rfind('/').unwrap_or(0)];
+        }
     }
 }
 
