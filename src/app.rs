@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access_log::AccessLog;
 use crate::cli::Cli;
+use crate::metrics::{EntryAddresses, Metrics};
 use crate::provider::file::{self, ManifestSource};
 use crate::provider::kube::{self as kube_provider, KubeOptions};
 use crate::provider::status::{self, PublishOptions};
@@ -20,6 +22,9 @@ use crate::proxy::{EntryKind, Settings, Shared};
 use crate::reload::{empty_live, Reloader};
 use crate::tls::{self, LoadedCert};
 use crate::translate::TranslateOptions;
+
+/// On shutdown, how long the access log may take to write the lines still queued.
+pub const ACCESS_LOG_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A started portier: its bound addresses, and a handle to stop it.
 pub struct Running {
@@ -40,6 +45,13 @@ impl Running {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        let shared = self.shared.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            shared.access_log.as_ref().is_none_or(|log| log.flush(ACCESS_LOG_FLUSH_TIMEOUT))
+        });
+        if !flushed.await.unwrap_or(false) {
+            tracing::warn!("the access log could not be written out before exiting");
         }
     }
 }
@@ -73,6 +85,11 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
     let (http_addr, https_addr, admin_addr) =
         (local(&http, "--http-addr")?, local(&https, "--https-addr")?, local(&admin, "--admin-addr")?);
 
+    let metrics = Metrics::new();
+    let access_log = match cli.access_log {
+        true => Some(AccessLog::stdout(cli.access_log_format, metrics.access_log_dropped.clone())?),
+        false => None,
+    };
     let shared = Arc::new(Shared {
         live: ArcSwap::from_pointee(empty_live()),
         settings: Settings {
@@ -82,6 +99,9 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
             response_header_timeout: DEFAULT_RESPONSE_HEADER_TIMEOUT,
         },
         ready: Default::default(),
+        metrics,
+        access_log,
+        entries: EntryAddresses { http: http_addr, https: https_addr, admin: admin_addr },
     });
 
     let (changes_tx, changes_rx) = std::sync::mpsc::channel();

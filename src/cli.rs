@@ -114,12 +114,28 @@ pub struct Cli {
     /// Log level or filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log_level: String,
+
+    /// Write one line per request to stdout (method, host, path without the query, status, bytes,
+    /// durations, route, backend). Never headers, so never Authorization or Cookie values.
+    #[arg(long)]
+    pub access_log: bool,
+
+    /// Access log format: json, or common (Common Log Format followed by host, route, backend
+    /// address and durations).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = AccessLogFormat::Json)]
+    pub access_log_format: AccessLogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLogFormat {
+    Json,
+    Common,
 }
 
 fn parse_selector(s: &str) -> Result<LabelSelector, String> {

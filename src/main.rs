@@ -5,11 +5,12 @@ use portier::cli::{Cli, LogFormat};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // kube_client logs every failed retry; portier logs each outage once with its cause.
+    // kube_client logs every failed retry (portier logs each outage once, with its cause), and
+    // rustls warns for every client that sends an IP address as SNI.
     let level = if cli.log_level.contains("kube") {
         cli.log_level.clone()
     } else {
-        format!("{},kube_client=off", cli.log_level)
+        format!("{},kube_client=off,rustls=error", cli.log_level)
     };
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&level))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Warning};
+use crate::metrics::{Metrics, Observers};
 use crate::provider::status::{self, Desired, PublishOptions};
 use crate::provider::Source;
 use crate::proxy::upstream::Upstreams;
@@ -52,9 +53,10 @@ impl Reloader {
             return false;
         }
         log_new_warnings(&current.config.warnings, &config.warnings);
-        match link(config, &self.upstreams, current.generation + 1) {
+        match link(config, &self.upstreams, current.generation + 1, &self.shared.metrics) {
             Ok(live) => {
                 let (routes, generation) = (live.config.routes.len(), live.generation);
+                self.shared.metrics.swapped(&live.config, generation, live.swapped_at);
                 self.shared.live.store(Arc::new(live));
                 let transports: Vec<_> =
                     self.shared.live.load().config.backends.iter().map(|b| b.transport.clone()).collect();
@@ -84,11 +86,15 @@ impl Reloader {
                     _ => break,
                 }
             }
-            self.reload();
+            if self.reload() {
+                self.shared.metrics.change_swapped(first);
+            }
             while self.source.unsettled() {
                 std::thread::sleep(throttle);
                 while changes.try_recv().is_ok() {}
-                self.reload();
+                if self.reload() {
+                    self.shared.metrics.change_swapped(first);
+                }
             }
         }
     }
@@ -96,16 +102,25 @@ impl Reloader {
 
 /// The empty config a process starts from, before the first load.
 pub fn empty_live() -> Live {
-    Live { config: Arc::new(Config::default()), clients: Vec::new(), generation: 0, swapped_at: SystemTime::now() }
+    Live {
+        config: Arc::new(Config::default()),
+        clients: Vec::new(),
+        generation: 0,
+        swapped_at: SystemTime::now(),
+        observers: Observers::default(),
+    }
 }
 
-fn link(config: Config, upstreams: &Upstreams, generation: u64) -> Result<Live, String> {
+/// Attaches to a new config what serving it needs: the clients of its backends, and the metric
+/// handles of its routes and backends (resolved here, once, so requests never look them up).
+fn link(config: Config, upstreams: &Upstreams, generation: u64, metrics: &Metrics) -> Result<Live, String> {
     let clients = config
         .backends
         .iter()
         .map(|b| upstreams.clients_for(&b.transport).map_err(|e| format!("backend {}: {e}", b.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Live { config: Arc::new(config), clients, generation, swapped_at: SystemTime::now() })
+    let observers = metrics.observers_for(&config);
+    Ok(Live { config: Arc::new(config), clients, generation, swapped_at: SystemTime::now(), observers })
 }
 
 /// Each warning is logged once, when it first appears, not on every rebuild.

@@ -86,7 +86,13 @@ async fn start(fake: FakeKube, extra: &[&str]) -> Setup {
 }
 
 /// Polls until `check` holds for a fresh GET on the https entry (10 s at most).
-async fn eventually(portier: &PortierProcess, host: &str, path: &str, what: &str, check: impl Fn(&Reply) -> bool) -> Reply {
+async fn eventually(
+    portier: &PortierProcess,
+    host: &str,
+    path: &str,
+    what: &str,
+    check: impl Fn(&Reply) -> bool,
+) -> Reply {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let reply = get(portier.https, Via::Tls(Some(host)), host, path).await;

@@ -89,25 +89,33 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| super::handle(shared.clone(), conn, req));
+            let _open = shared.metrics.connection_opened(entry);
             match tls {
                 None => {
+                    let service = service_fn(move |req| super::handle(shared.clone(), conn, req));
                     let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                     let _ = watcher.watch(served).await;
                 }
                 Some(acceptor) => {
-                    let tls_stream =
-                        match tokio::time::timeout(DEFAULT_TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    let handshake = tokio::time::timeout(DEFAULT_TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let failure = match &handshake {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(_)) => Some("error"),
+                        Err(_) => Some("timeout"),
+                    };
+                    shared.metrics.tls_handshake(failure);
+                    let tls_stream = match handshake {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let service = service_fn(move |req| super::handle(shared.clone(), conn, req));
                     let served = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service).into_owned();
                     let _ = watcher.watch(served).await;
                 }

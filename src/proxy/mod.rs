@@ -9,27 +9,38 @@
 //! 5. **forward headers**: hop-by-hop removed, X-Forwarded-* set, Host kept or replaced.
 //! 6. **upstream** (`upstream.rs`): a pooled client per backend transport; upgrades tunnelled.
 //! 7. **response**: hop-by-hop removed, `Server` added when missing, errors made readable.
+//! 8. **observe** ([`Metered`]): when the response body ends (or the client goes away), the
+//!    route's request counter and duration histogram, and the access log line.
+//!
+//! Steps 2 to 4 decide without IO ([`entry_redirect`], [`route_request`], [`upstream_host`]);
+//! the admin's `/api/explain` calls the same functions, so its answer cannot drift from what
+//! the proxy does.
 
 pub mod entry;
 pub mod middleware;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use ipnet::IpNet;
 
 use self::middleware::{ClientInfo, Rewritten};
-use self::upstream::{BackendClients, UpstreamFailure};
-use crate::config::{Config, Endpoint, Target};
+use self::upstream::{BackendClients, UpstreamErrorKind, UpstreamFailure};
+use crate::access_log::{AccessLog, Pending};
+use crate::config::{Backend, BackendId, Config, Endpoint, Route, RouteId, Target};
+use crate::metrics::{EntryAddresses, Metrics, Observers};
 
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 
@@ -39,6 +50,8 @@ pub struct Live {
     pub clients: Vec<BackendClients>,
     pub generation: u64,
     pub swapped_at: SystemTime,
+    /// Metric handles and health stats of the routes and backends (same order as the config's).
+    pub observers: Observers,
 }
 
 /// Settings of the proxy that do not change while it runs.
@@ -57,12 +70,25 @@ pub struct Shared {
     pub settings: Settings,
     /// True once the first complete set of objects has been loaded and translated.
     pub ready: std::sync::atomic::AtomicBool,
+    pub metrics: Metrics,
+    /// `--access-log`; None when off.
+    pub access_log: Option<AccessLog>,
+    pub entries: EntryAddresses,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
     Http,
     Https,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Http => "http",
+            EntryKind::Https => "https",
+        }
+    }
 }
 
 /// The connection a request came in on.
@@ -84,56 +110,89 @@ pub async fn handle(
     shared: Arc<Shared>,
     conn: Connection,
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    Ok(proxy(&shared, conn, req).await)
+) -> Result<Response<Metered>, Infallible> {
+    let mut seen = Seen {
+        start: Instant::now(),
+        live: None,
+        route: None,
+        backend: None,
+        upstream: None,
+        log: shared.access_log.as_ref().map(|_| Box::new(pending(&conn, &req))),
+    };
+    let response = proxy(&shared, conn, req, &mut seen).await;
+    let (parts, body) = response.into_parts();
+    let status = parts.status.as_u16();
+    Ok(Response::from_parts(parts, Metered { body, bytes: 0, finish: Some(Finish { shared, seen, status }) }))
 }
 
-async fn proxy(shared: &Shared, conn: Connection, mut req: Request<Incoming>) -> Response<ResponseBody> {
+/// The access log's view of a request as it arrives.
+fn pending<B>(conn: &Connection, req: &Request<B>) -> Pending {
+    Pending {
+        time: SystemTime::now(),
+        entry: conn.entry.as_str(),
+        client: conn.peer.ip(),
+        method: req.method().clone(),
+        host: request_host(req).to_string(),
+        path: req.uri().path().to_string(),
+        version: req.version(),
+        address: None,
+    }
+}
+
+async fn proxy(
+    shared: &Shared,
+    conn: Connection,
+    mut req: Request<Incoming>,
+    seen: &mut Seen,
+) -> Response<ResponseBody> {
     let settings = &shared.settings;
     let host = request_host(&req).to_string();
 
     // 2. force https, before routing: the path is the one the client sent.
-    if conn.entry == EntryKind::Http && settings.https_redirect {
-        return redirect_to_https(&req, &host, settings.https_port, true);
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Some((status, location)) = entry_redirect(settings, conn.entry, req.method(), &host, path_and_query) {
+        return redirect_or_bad_host(status, location);
     }
 
     // 3. route: the only load of the config for this request.
-    let live = shared.live.load_full();
+    // Kept in `seen` (for the metrics when the body ends), borrowed from there: no extra clone.
+    let live: &Live = seen.live.insert(shared.live.load_full());
     let config = &live.config;
     let path = req.uri().path();
-    let Some(route) = config.router.lookup(&host, path).and_then(|id| config.routes.get(id)) else {
-        return text(StatusCode::NOT_FOUND, format!("404 Not Found: no route for host {host:?} and path {path:?}\n"));
-    };
-    if conn.entry == EntryKind::Http {
-        if let Some(kind) = route.redirect_to_https {
-            return redirect_to_https(&req, &host, settings.https_port, kind.permanent);
-        }
-    }
 
     // 4. rewrite.
-    let (path_and_query, forwarded_prefix, replaced_path) = match middleware::rewrite(route, path, req.uri().query()) {
-        Rewritten::SlashRedirect(location) => {
-            let status = middleware::redirect_status(req.method(), true);
-            return redirect(status, &location);
-        }
-        Rewritten::Forward { path_and_query, forwarded_prefix, replaced_path } => (
-            path_and_query.into_owned(),
-            forwarded_prefix.and_then(|p| HeaderValue::from_str(p).ok()),
-            replaced_path.and_then(|p| HeaderValue::from_str(p).ok()),
-        ),
+    let (route_id, path_and_query, forwarded_prefix, replaced_path) =
+        match route_request(config, settings, conn.entry, req.method(), &host, path, req.uri().query()) {
+            Routed::NoRoute => return not_found(&host, path),
+            Routed::Redirect { route, status, location, .. } => {
+                seen.route = Some(route);
+                return redirect_or_bad_host(status, location);
+            }
+            Routed::Forward { route, path_and_query, forwarded_prefix, replaced_path } => (
+                route,
+                path_and_query.into_owned(),
+                forwarded_prefix.and_then(|p| HeaderValue::from_str(p).ok()),
+                replaced_path.and_then(|p| HeaderValue::from_str(p).ok()),
+            ),
+        };
+    seen.route = Some(route_id);
+    let Some(route) = config.routes.get(route_id) else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error: route not found\n".into());
     };
 
     let Some((backend, clients)) = config.backends.get(route.backend).zip(live.clients.get(route.backend)) else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error: route has no backend\n".into());
     };
+    seen.backend = Some(route.backend);
+    let observer = live.observers.backends.get(route.backend);
     let Some(endpoint) = backend.pick() else {
-        let why = match &backend.target {
-            Target::Unavailable(reason) => reason.clone(),
-            _ => format!("Service {} has no ready endpoints", backend.service),
-        };
+        let failure = UpstreamFailure::new(UpstreamErrorKind::Unavailable, unavailable_reason(backend));
+        if let Some(observer) = observer {
+            observer.record_error(shared.metrics.now(seen.start), failure.kind, failure.detail.clone(), None);
+        }
         return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("503 Service Unavailable: backend {}: {why}\n", backend.name),
+            failure.status(),
+            format!("503 Service Unavailable: backend {}: {}\n", backend.name, failure.detail),
         );
     };
     let authority = match endpoint {
@@ -144,6 +203,9 @@ async fn proxy(shared: &Shared, conn: Connection, mut req: Request<Incoming>) ->
     let Ok(uri) = Uri::try_from(format!("{target}{path_and_query}")) else {
         return text(StatusCode::BAD_REQUEST, "400 Bad Request: the rewritten URL is invalid\n".into());
     };
+    if let Some(log) = seen.log.as_mut() {
+        log.address = Some(authority.clone());
+    }
 
     // 5. forward headers.
     let upgrade = req.version() == Version::HTTP_11 && middleware::is_upgrade(req.headers());
@@ -153,10 +215,7 @@ async fn proxy(shared: &Shared, conn: Connection, mut req: Request<Incoming>) ->
     middleware::strip_hop_by_hop(headers, upgrade);
     let client = ClientInfo {
         ip: conn.peer.ip(),
-        proto: match conn.entry {
-            EntryKind::Http => "http",
-            EntryKind::Https => "https",
-        },
+        proto: conn.entry.as_str(),
         port: conn.local.port(),
         host: &host,
         trusted: middleware::is_trusted(conn.peer.ip(), &settings.trusted_proxies),
@@ -168,12 +227,11 @@ async fn proxy(shared: &Shared, conn: Connection, mut req: Request<Incoming>) ->
     if let Some(original) = replaced_path {
         headers.insert(middleware::X_REPLACED_PATH, original);
     }
-    let host_header = if route.preserve_host { host.as_str() } else { backend.authority.as_str() };
-    match HeaderValue::from_str(host_header) {
-        Ok(v) if !host_header.is_empty() => {
+    match upstream_host(route, backend, &host).and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(v) => {
             headers.insert(header::HOST, v);
         }
-        _ => {
+        None => {
             headers.remove(header::HOST);
         }
     }
@@ -183,19 +241,30 @@ async fn proxy(shared: &Shared, conn: Connection, mut req: Request<Incoming>) ->
 
     // 6. upstream.
     let client = if upgrade { &clients.upgrade } else { &clients.main };
+    let sent_at = Instant::now();
     let sent = tokio::time::timeout(settings.response_header_timeout, client.request(upstream_req)).await;
-    let mut response = match sent {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
-            let failure = upstream::classify(&error);
-            tracing::debug!(backend = %backend.name, %target, ?failure, "upstream request failed");
-            return upstream_error(failure, &backend.name, &target);
+    seen.upstream = Some(sent_at.elapsed());
+    let now = shared.metrics.now(sent_at);
+    let failure = match sent {
+        Ok(Ok(response)) => {
+            if let Some(observer) = observer {
+                observer.record_ok(now);
+            }
+            Ok(response)
         }
-        Err(_) => {
-            let failure = UpstreamFailure::Timeout(format!(
-                "no response headers within {}",
-                humantime::format_duration(settings.response_header_timeout)
-            ));
+        Ok(Err(error)) => Err(upstream::classify(&error)),
+        Err(_) => Err(UpstreamFailure::new(
+            UpstreamErrorKind::Timeout,
+            format!("no response headers within {}", humantime::format_duration(settings.response_header_timeout)),
+        )),
+    };
+    let mut response = match failure {
+        Ok(response) => response,
+        Err(failure) => {
+            tracing::debug!(backend = %backend.name, %target, ?failure, "upstream request failed");
+            if let Some(observer) = observer {
+                observer.record_error(now, failure.kind, failure.detail.clone(), Some(authority));
+            }
             return upstream_error(failure, &backend.name, &target);
         }
     };
@@ -205,12 +274,199 @@ async fn proxy(shared: &Shared, conn: Connection, mut req: Request<Incoming>) ->
     if switching {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            // The tunnel outlives the HTTP connection it came from: count it as open while it lasts.
+            let open = shared.metrics.connection_opened(conn.entry);
+            tokio::spawn(async move {
+                tunnel(client_upgrade, upstream_upgrade).await;
+                drop(open);
+            });
         }
     }
     middleware::strip_hop_by_hop(response.headers_mut(), switching && upgrade);
     response.headers_mut().entry(header::SERVER).or_insert(SERVER);
     response.map(Either::Left)
+}
+
+/// Step 2: on the http entry (unless `--no-https-redirect`), every request is answered with a
+/// redirect to https, before routing. `(status, location)`; no location when the host is invalid.
+pub fn entry_redirect(
+    settings: &Settings,
+    entry: EntryKind,
+    method: &Method,
+    host: &str,
+    path_and_query: &str,
+) -> Option<(StatusCode, Option<String>)> {
+    (entry == EntryKind::Http && settings.https_redirect).then(|| {
+        (
+            middleware::redirect_status(method, true),
+            middleware::https_location(host, settings.https_port, path_and_query),
+        )
+    })
+}
+
+/// Why a route answers with a redirect instead of forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectReason {
+    /// The route's `redirect-entry-point: https`, on the http entry.
+    Https,
+    /// The bare prefix of a strip route (`/k8s` → `/k8s/`).
+    TrailingSlash,
+}
+
+/// What steps 3 and 4 decide for a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Routed<'a> {
+    /// No route (and no default backend): 404.
+    NoRoute,
+    /// Answer with a redirect; with no location (the host cannot be written in one), 400.
+    Redirect { route: RouteId, status: StatusCode, location: Option<String>, reason: RedirectReason },
+    /// Proxy with this path and query, and these headers.
+    Forward {
+        route: RouteId,
+        path_and_query: Cow<'a, str>,
+        forwarded_prefix: Option<&'a str>,
+        replaced_path: Option<&'a str>,
+    },
+}
+
+/// Steps 3 and 4 without IO: the route for this host and raw path, and what it does with them.
+pub fn route_request<'a>(
+    config: &'a Config,
+    settings: &Settings,
+    entry: EntryKind,
+    method: &Method,
+    host: &str,
+    path: &'a str,
+    query: Option<&'a str>,
+) -> Routed<'a> {
+    let Some((id, route)) = config.router.lookup(host, path).and_then(|id| config.routes.get(id).map(|r| (id, r)))
+    else {
+        return Routed::NoRoute;
+    };
+    if entry == EntryKind::Http {
+        if let Some(kind) = route.redirect_to_https {
+            let path_and_query = match query {
+                Some(q) => Cow::Owned(format!("{path}?{q}")),
+                None => Cow::Borrowed(path),
+            };
+            return Routed::Redirect {
+                route: id,
+                status: middleware::redirect_status(method, kind.permanent),
+                location: middleware::https_location(host, settings.https_port, &path_and_query),
+                reason: RedirectReason::Https,
+            };
+        }
+    }
+    match middleware::rewrite(route, path, query) {
+        Rewritten::SlashRedirect(location) => Routed::Redirect {
+            route: id,
+            status: middleware::redirect_status(method, true),
+            location: Some(location),
+            reason: RedirectReason::TrailingSlash,
+        },
+        Rewritten::Forward { path_and_query, forwarded_prefix, replaced_path } => {
+            Routed::Forward { route: id, path_and_query, forwarded_prefix, replaced_path }
+        }
+    }
+}
+
+/// The `Host` sent upstream: the client's, or the backend's own with `preserve-host: "false"`.
+/// None: no Host header.
+pub fn upstream_host<'a>(route: &Route, backend: &'a Backend, client_host: &'a str) -> Option<&'a str> {
+    let host = if route.preserve_host { client_host } else { backend.authority.as_str() };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Why a backend has no address to send to (the 503 body).
+pub fn unavailable_reason(backend: &Backend) -> String {
+    match &backend.target {
+        Target::Unavailable(reason) => reason.clone(),
+        _ => format!("Service {} has no ready endpoints", backend.service),
+    }
+}
+
+fn not_found(host: &str, path: &str) -> Response<ResponseBody> {
+    text(StatusCode::NOT_FOUND, format!("404 Not Found: no route for host {host:?} and path {path:?}\n"))
+}
+
+/// What the pipeline learned about a request, for the metrics and the access log.
+struct Seen {
+    start: Instant,
+    /// The config the request was routed with (None: answered before routing).
+    live: Option<Arc<Live>>,
+    route: Option<RouteId>,
+    backend: Option<BackendId>,
+    /// Time from sending upstream to the response headers (or the failure).
+    upstream: Option<Duration>,
+    log: Option<Box<Pending>>,
+}
+
+struct Finish {
+    shared: Arc<Shared>,
+    seen: Seen,
+    status: u16,
+}
+
+/// Step 8, observe: the response body, counted as it streams. When it ends or is dropped (the
+/// client went away, or a HEAD), the request is counted for its route and written to the access
+/// log.
+pub struct Metered {
+    body: ResponseBody,
+    bytes: u64,
+    finish: Option<Finish>,
+}
+
+impl Metered {
+    fn finish(&mut self) {
+        let Some(Finish { shared, seen, status }) = self.finish.take() else { return };
+        let duration = seen.start.elapsed();
+        let live = seen.live.as_deref();
+        let handles = live.zip(seen.route).and_then(|(live, id)| live.observers.routes.get(id));
+        handles.unwrap_or(&shared.metrics.unrouted).record(status, duration);
+        if let (Some(log), Some(pending)) = (&shared.access_log, &seen.log) {
+            let config = live.map(|l| &*l.config);
+            let route = config.zip(seen.route).and_then(|(c, id)| c.routes.get(id)).map(|r| r.id.as_str());
+            let backend = config.zip(seen.backend).and_then(|(c, id)| c.backends.get(id)).map(|b| b.name.as_str());
+            log.log(&pending.record(status, self.bytes, duration, route, backend, seen.upstream));
+        }
+    }
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = <ResponseBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(_) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// Copies bytes both ways between the upgraded client and backend connections until both close.
@@ -237,10 +493,9 @@ fn request_host<B>(req: &Request<B>) -> &str {
         .unwrap_or("")
 }
 
-fn redirect_to_https<B>(req: &Request<B>, host: &str, https_port: u16, permanent: bool) -> Response<ResponseBody> {
-    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    match middleware::https_location(host, https_port, path_and_query) {
-        Some(location) => redirect(middleware::redirect_status(req.method(), permanent), &location),
+fn redirect_or_bad_host(status: StatusCode, location: Option<String>) -> Response<ResponseBody> {
+    match location {
+        Some(location) => redirect(status, &location),
         None => text(StatusCode::BAD_REQUEST, "400 Bad Request: missing or invalid Host header\n".into()),
     }
 }
@@ -257,11 +512,8 @@ fn redirect(status: StatusCode, location: &str) -> Response<ResponseBody> {
 }
 
 fn upstream_error(failure: UpstreamFailure, backend: &str, target: &str) -> Response<ResponseBody> {
-    let (status, detail) = match failure {
-        UpstreamFailure::BadGateway(d) => (StatusCode::BAD_GATEWAY, d),
-        UpstreamFailure::Timeout(d) => (StatusCode::GATEWAY_TIMEOUT, d),
-    };
-    text(status, format!("{status}: backend {backend} ({target}): {detail}\n"))
+    let status = failure.status();
+    text(status, format!("{status}: backend {backend} ({target}): {}\n", failure.detail))
 }
 
 pub fn text(status: StatusCode, body: String) -> Response<ResponseBody> {

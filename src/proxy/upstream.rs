@@ -213,13 +213,57 @@ impl tower_service::Service<Name> for CachingResolver {
     }
 }
 
-/// How a request to a backend failed, for the status code and the body.
+/// Why a request got no response from its backend: the `kind` label of
+/// `portier_upstream_errors_total` and of a backend's last error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamErrorKind {
+    /// TCP connect refused or reset, DNS failure.
+    Connect = 0,
+    /// TLS handshake or certificate verification.
+    Tls = 1,
+    /// Connect timeout, or no response headers in time.
+    Timeout = 2,
+    /// Anything else (the connection closed before a response, a protocol error).
+    Other = 3,
+    /// No endpoint to send it to (Service, port or ready endpoints missing).
+    Unavailable = 4,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [Self; 5] = [Self::Connect, Self::Tls, Self::Timeout, Self::Other, Self::Unavailable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::Timeout => "timeout",
+            Self::Other => "other",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// How a request to a backend failed, for the status code, the body and the metrics.
 #[derive(Debug, PartialEq, Eq)]
-pub enum UpstreamFailure {
-    /// 502: refused, reset, DNS, TLS.
-    BadGateway(String),
-    /// 504: connect or response-header timeout.
-    Timeout(String),
+pub struct UpstreamFailure {
+    pub kind: UpstreamErrorKind,
+    pub detail: String,
+}
+
+impl UpstreamFailure {
+    pub fn new(kind: UpstreamErrorKind, detail: String) -> Self {
+        Self { kind, detail }
+    }
+
+    /// 504 for timeouts, 503 when there is no endpoint, 502 otherwise.
+    pub fn status(&self) -> http::StatusCode {
+        match self.kind {
+            UpstreamErrorKind::Timeout => http::StatusCode::GATEWAY_TIMEOUT,
+            UpstreamErrorKind::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => http::StatusCode::BAD_GATEWAY,
+        }
+    }
 }
 
 pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamFailure {
@@ -247,18 +291,21 @@ pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamFailure {
     }
     let detail = messages.last().cloned().unwrap_or_else(|| "unknown error".into());
     if let Some(tls) = tls {
-        return UpstreamFailure::BadGateway(match tls {
-            rustls::Error::InvalidCertificate(reason) => {
-                format!("TLS certificate verification failed: {reason:?} (trust it with --backend-ca, or skip verification with portier.io/insecure-skip-verify)")
-            }
-            other => format!("TLS handshake failed: {other}"),
-        });
+        return UpstreamFailure::new(
+            UpstreamErrorKind::Tls,
+            match tls {
+                rustls::Error::InvalidCertificate(reason) => {
+                    format!("TLS certificate verification failed: {reason:?} (trust it with --backend-ca, or skip verification with portier.io/insecure-skip-verify)")
+                }
+                other => format!("TLS handshake failed: {other}"),
+            },
+        );
     }
     if io_kind == Some(std::io::ErrorKind::TimedOut) {
-        return UpstreamFailure::Timeout(format!("connect timed out: {detail}"));
+        return UpstreamFailure::new(UpstreamErrorKind::Timeout, format!("connect timed out: {detail}"));
     }
     if error.is_connect() {
-        return UpstreamFailure::BadGateway(format!("connection failed: {detail}"));
+        return UpstreamFailure::new(UpstreamErrorKind::Connect, format!("connection failed: {detail}"));
     }
-    UpstreamFailure::BadGateway(format!("request failed: {detail}"))
+    UpstreamFailure::new(UpstreamErrorKind::Other, format!("request failed: {detail}"))
 }

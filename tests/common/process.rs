@@ -13,6 +13,8 @@ pub struct PortierProcess {
     pub https: SocketAddr,
     pub admin: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Lines portier wrote to stdout (the access log).
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl PortierProcess {
@@ -24,7 +26,7 @@ impl PortierProcess {
             .args(["--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(["--log-format", "json", "--log-level", "info,portier=debug"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("portier binary starts");
@@ -33,6 +35,14 @@ impl PortierProcess {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stdout_pipe = child.stdout.take().expect("stdout is piped");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout_pipe).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
@@ -47,7 +57,7 @@ impl PortierProcess {
                 })
             });
             if let Some((http, https, admin)) = found {
-                return PortierProcess { child, http, https, admin, logs };
+                return PortierProcess { child, http, https, admin, logs, stdout };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("portier exited with {status} before listening: {:#?}", logs.lock().unwrap());
@@ -59,6 +69,11 @@ impl PortierProcess {
 
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Lines written to stdout so far (the access log, with `--access-log`).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Log lines whose message contains `needle`.

@@ -1,4 +1,11 @@
-//! Admin endpoints on `--admin-addr`: health, readiness and the JSON view of the current config.
+//! Admin endpoints on `--admin-addr`: health, readiness, Prometheus metrics, the JSON API, the
+//! "why" helper (`/api/explain`) and the dashboard page.
+//!
+//! Every page and link is relative, so all of it also works behind a PathPrefixStrip route
+//! (`https://node/portier/`).
+
+mod api;
+mod explain;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,8 +21,15 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Backend, Config, Route};
 use crate::proxy::Shared;
+
+pub use explain::{explain, Explanation};
+
+/// The dashboard: one self-contained page (no external assets), relative URLs only.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// OpenMetrics text, which Prometheus scrapes natively (`# EOF` terminated).
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()));
@@ -45,53 +59,28 @@ async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" if shared.ready.load(std::sync::atomic::Ordering::Acquire) => plain(StatusCode::OK, "ready\n"),
         "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the first complete sync\n"),
-        "/api/routes" => json(&routes_view(&live.config)),
-        "/api/backends" => json(&live.config.backends),
+        "/metrics" => match shared.metrics.encode() {
+            Ok(text) => with_type(StatusCode::OK, text.into(), OPENMETRICS),
+            Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the metrics: {e}\n")),
+        },
+        "/api/routes" => json(&api::routes(&live)),
+        "/api/backends" => json(&api::backends(&shared, &live)),
         "/api/warnings" => json(&live.config.warnings),
         "/api/certificates" => json(&live.config.certificates.certificates()),
-        "/api/version" => {
-            json(&serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "generation": live.generation }))
-        }
-        "/" => html(INDEX),
+        "/api/version" => json(&api::version(&shared, &live)),
+        "/api/explain" => match explain::url_param(req.uri().query()) {
+            Some(url) => match explain(&shared, &live, &url) {
+                Ok(explanation) => json(&explanation),
+                Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
+            },
+            None => json_error(
+                StatusCode::BAD_REQUEST,
+                "give the URL to explain: api/explain?url=https://host/path (percent-encoded, or as the last parameter)",
+            ),
+        },
+        "/" => html(DASHBOARD),
         _ => plain(StatusCode::NOT_FOUND, "not found\n"),
     })
-}
-
-/// Relative links only: this page also works behind a PathPrefixStrip route.
-const INDEX: &str = r#"<!doctype html><html><head><meta charset="utf-8"><title>portier</title></head>
-<body><h1>portier</h1><ul>
-<li><a href="api/routes">api/routes</a></li><li><a href="api/backends">api/backends</a></li>
-<li><a href="api/certificates">api/certificates</a></li><li><a href="api/warnings">api/warnings</a></li>
-<li><a href="api/version">api/version</a></li><li><a href="healthz">healthz</a></li></ul></body></html>
-"#;
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RouteView<'a> {
-    #[serde(flatten)]
-    route: &'a Route,
-    backend_name: &'a str,
-    scheme: &'static str,
-    target: Option<&'a crate::config::Target>,
-    is_default: bool,
-}
-
-fn routes_view(config: &Config) -> Vec<RouteView<'_>> {
-    config
-        .routes
-        .iter()
-        .enumerate()
-        .map(|(id, route)| {
-            let backend: Option<&Backend> = config.backends.get(route.backend);
-            RouteView {
-                route,
-                backend_name: backend.map(|b| b.name.as_str()).unwrap_or_default(),
-                scheme: backend.map(|b| b.transport.scheme.as_str()).unwrap_or_default(),
-                target: backend.map(|b| &b.target),
-                is_default: config.router.default_route() == Some(id),
-            }
-        })
-        .collect()
 }
 
 fn json<T: Serialize + ?Sized>(value: &T) -> Response<Full<Bytes>> {
@@ -99,6 +88,12 @@ fn json<T: Serialize + ?Sized>(value: &T) -> Response<Full<Bytes>> {
         Ok(body) => with_type(StatusCode::OK, body.into(), "application/json"),
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot serialise: {e}\n")),
     }
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let mut response = json(&serde_json::json!({ "error": message }));
+    *response.status_mut() = status;
+    response
 }
 
 fn html(body: &'static str) -> Response<Full<Bytes>> {
@@ -112,6 +107,9 @@ fn plain(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The dashboard polls these: always the live values, never a cached copy.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
