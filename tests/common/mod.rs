@@ -416,8 +416,9 @@ pub enum Via<'a> {
     H2(Option<&'a str>),
 }
 
+/// Accepts any server certificate: the tests look at the certificate instead of trusting it.
 #[derive(Debug)]
-struct AcceptAny;
+pub struct AcceptAny;
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
@@ -452,8 +453,16 @@ impl ServerCertVerifier for AcceptAny {
 }
 
 pub fn client_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    client_tls_versions(rustls::DEFAULT_VERSIONS, alpn)
+}
+
+/// A client TLS configuration restricted to these protocol versions, accepting any certificate.
+pub fn client_tls_versions(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     let mut config = rustls::ClientConfig::builder_with_provider(portier::tls::crypto_provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny))
