@@ -16,7 +16,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -32,7 +32,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()));
+    let builder = Arc::new(crate::proxy::entry::http_builder());
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {

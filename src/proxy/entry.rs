@@ -50,7 +50,8 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
+/// The HTTP server settings of every listener (entries and admin): header-read timeout included.
+pub fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());

@@ -37,8 +37,10 @@ pub fn redirect_status(method: &Method, permanent: bool) -> StatusCode {
 /// None when the host is missing or not a plain host name / IP literal.
 pub fn https_location(host: &str, https_port: u16, path_and_query: &str) -> Option<String> {
     let host = strip_port(host);
-    let valid = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':'));
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')),
+    };
     if !valid {
         return None;
     }
@@ -137,6 +139,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(header::UPGRADE);
+    }
+}
+
+/// HTTP/2 clients send each cookie as its own field; HTTP/1.1 backends expect one `Cookie`
+/// header, so they are joined with "; " (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
     }
 }
 
@@ -279,6 +293,9 @@ mod tests {
         assert_eq!(https_location("", 443, "/"), None);
         assert_eq!(https_location("evil.com/x", 443, "/"), None);
         assert_eq!(https_location("a.com", 443, "*").as_deref(), Some("https://a.com/"));
+        assert_eq!(https_location("a.com:80:90", 443, "/"), None);
+        assert_eq!(https_location("a.com]", 443, "/"), None);
+        assert_eq!(https_location("[::1", 443, "/"), None);
     }
 
     #[test]
@@ -288,6 +305,19 @@ mod tests {
         assert_eq!(redirect_status(&Method::POST, true), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(redirect_status(&Method::GET, false), StatusCode::FOUND);
         assert_eq!(redirect_status(&Method::PUT, false), StatusCode::TEMPORARY_REDIRECT);
+    }
+
+    #[test]
+    fn http2_cookies_are_joined_for_http1_backends() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), vec!["a=1; b=2"]);
+        let mut one = HeaderMap::new();
+        one.insert(header::COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one[header::COOKIE], "a=1");
     }
 
     #[test]

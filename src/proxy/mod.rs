@@ -213,6 +213,9 @@ async fn proxy(
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
     middleware::strip_hop_by_hop(headers, upgrade);
+    if parts.version == Version::HTTP_2 {
+        middleware::join_cookies(headers);
+    }
     let client = ClientInfo {
         ip: conn.peer.ip(),
         proto: conn.entry.as_str(),
@@ -484,11 +487,12 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
-/// The host the client asked for: the URI authority (HTTP/2, absolute-form) or the Host header.
+/// The host the client asked for: the URI authority (HTTP/2, absolute-form, without any
+/// `user@`) or the Host header.
 fn request_host<B>(req: &Request<B>) -> &str {
     req.uri()
         .authority()
-        .map(|a| a.as_str())
+        .map(|a| a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, host)| host))
         .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("")
 }

@@ -137,8 +137,10 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
         a.rule_type = Some(rule_type);
     }
     if let Some((name, value)) = get(REWRITE_TARGET) {
-        if !value.starts_with('/') {
-            return Err(format!("annotation {name}: {value:?} must be a path starting with '/'"));
+        if !value.starts_with('/') || value.contains(['?', '#', ' ']) || value.chars().any(|c| c.is_control()) {
+            return Err(format!(
+                "annotation {name}: {value:?} must be a path starting with '/', without '?', '#', spaces or control characters"
+            ));
         }
         if a.rule_type == Some(RuleType::ReplacePath) {
             return Err(format!("annotation {name} cannot be combined with rule-type ReplacePath"));
@@ -258,6 +260,14 @@ mod tests {
         assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
         assert!(p.notes.iter().any(|n| n.contains("custom-request-headers")));
         assert!(p.notes.iter().any(|n| n.contains("already redirects")));
+    }
+
+    #[test]
+    fn rewrite_target_must_be_a_plain_path() {
+        for bad in ["new", "/a?b", "/a b", "/a#b"] {
+            let err = parse_pairs(&[("traefik.ingress.kubernetes.io/rewrite-target", bad)]).unwrap_err();
+            assert!(err.contains("rewrite-target"), "{err}");
+        }
     }
 
     #[test]
