@@ -4,6 +4,7 @@
 #
 #   bash benches/load.sh                 # full run: ROUNDS=3 rounds of DURATION=10 s per scenario
 #   BENCH_SMOKE=1 bash benches/load.sh   # a few seconds, to keep the script working (CI runs this)
+#   SCENARIOS="plain-http1 tls-keepalive" bash benches/load.sh   # only these scenarios
 #
 # Scenarios: plain HTTP/1.1 keep-alive; TLS termination (HTTPS keep-alive → HTTP backend); a new TLS
 # connection per request; re-encrypt (HTTPS entry → HTTPS backend, pooled); a 1 MiB response;
@@ -153,6 +154,7 @@ run() {
 
 scenario() {
   local name=$1 path=$2 scheme=$3; shift 3
+  [[ -z "${SCENARIOS:-}" || " $SCENARIOS " == *" $name "* ]] || return 0
   local p_port n_port
   if [[ $scheme == https ]]; then p_port=$P_HTTPS n_port=$N_HTTPS; else p_port=$P_HTTP n_port=$N_HTTP; fi
   run "$name" portier "$PORTIER_PID" "$scheme://127.0.0.1:$p_port$path" "$@"
