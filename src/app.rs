@@ -35,17 +35,24 @@ pub struct Running {
     /// The default certificate (generated or from --tls-cert).
     pub default_cert: LoadedCert,
     shutdown: watch::Sender<bool>,
+    /// The entries, drained first; then the admin listener, stopped last so `/readyz` answers
+    /// 503 while the entries drain.
     tasks: Vec<JoinHandle<()>>,
+    admin_shutdown: watch::Sender<bool>,
+    admin_task: JoinHandle<()>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Running {
     /// Stops accepting, lets open connections finish (bounded), and returns when all are done.
     pub async fn shutdown(self) {
+        self.shared.ready.store(false, std::sync::atomic::Ordering::Release);
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        let _ = self.admin_shutdown.send(true);
+        let _ = self.admin_task.await;
         let shared = self.shared.clone();
         let flushed = tokio::task::spawn_blocking(move || {
             shared.access_log.as_ref().is_none_or(|log| log.flush(ACCESS_LOG_FLUSH_TIMEOUT))
@@ -142,11 +149,24 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
     let resolver = Arc::new(CertResolver::new(shared.clone(), default_cert.key.clone()));
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver)?));
     let (shutdown, stop) = watch::channel(false);
+    let (admin_shutdown, admin_stop) = watch::channel(false);
+    let grace = cli.grace_period;
+    let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), admin_stop));
     let tasks = vec![
-        tokio::spawn(entry::serve(http, EntryKind::Http, None, shared.clone(), stop.clone())),
-        tokio::spawn(entry::serve(https, EntryKind::Https, Some(acceptor), shared.clone(), stop.clone())),
-        tokio::spawn(crate::admin::serve(admin, shared.clone(), stop)),
+        tokio::spawn(entry::serve(http, EntryKind::Http, None, shared.clone(), stop.clone(), grace)),
+        tokio::spawn(entry::serve(https, EntryKind::Https, Some(acceptor), shared.clone(), stop, grace)),
     ];
     tracing::info!(%http_addr, %https_addr, %admin_addr, "portier listening");
-    Ok(Running { http_addr, https_addr, admin_addr, shared, default_cert, shutdown, tasks, _watcher: watcher })
+    Ok(Running {
+        http_addr,
+        https_addr,
+        admin_addr,
+        shared,
+        default_cert,
+        shutdown,
+        tasks,
+        admin_shutdown,
+        admin_task,
+        _watcher: watcher,
+    })
 }

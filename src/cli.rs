@@ -107,6 +107,11 @@ pub struct Cli {
     #[arg(long, value_name = "CIDR", num_args = 1.., value_parser = parse_net)]
     pub forwarded_trusted_ips: Vec<IpNet>,
 
+    /// On SIGTERM/SIGINT: stop accepting, answer /readyz 503, let open requests and upgraded
+    /// connections finish for at most this long, then exit 0.
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_GRACE_PERIOD, value_parser = humantime::parse_duration)]
+    pub grace_period: Duration,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -21,8 +21,9 @@ use super::{Connection, EntryKind, Shared};
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request headers must arrive within this, against slowloris (hyper applies it only with a timer).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// On shutdown, connections still open after this are closed.
-pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// On shutdown, connections still open after this are closed (Kubernetes' default
+/// terminationGracePeriodSeconds is 30 s; deploy/ gives the pod 45 s so this fits inside).
+pub const DEFAULT_GRACE_PERIOD: &str = "30s";
 
 /// Picks the certificate by SNI from the current config; the default one otherwise.
 pub struct CertResolver {
@@ -65,6 +66,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
 ) {
     let builder = Arc::new(http_builder());
     let graceful = GracefulShutdown::new();
@@ -124,7 +126,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DEFAULT_GRACE_PERIOD, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?entry, "connections still open after the grace period were closed");
     }
 }
