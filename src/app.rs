@@ -69,6 +69,8 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
         label_selector: cli.label_selector.clone().unwrap_or_default(),
         ingress_class: cli.ingress_class.clone(),
         insecure_skip_verify: cli.insecure_skip_verify,
+        forbid_external_name: !cli.allow_external_name,
+        allow_node_local_external_name: cli.allow_node_local_external_name,
     };
     let default_cert = match (&cli.tls_cert, &cli.tls_key) {
         (Some(cert), Some(key)) => {

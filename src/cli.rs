@@ -89,6 +89,16 @@ pub struct Cli {
     #[arg(long)]
     pub insecure_skip_verify: bool,
 
+    /// Allow ExternalName Services, the documented way for a route to reach another namespace.
+    /// `--allow-external-name=false` refuses them cluster-wide.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_external_name: bool,
+
+    /// Accept ExternalName targets that are loopback or link-local IP literals (127.0.0.1,
+    /// 169.254.169.254, ::1, fe80::…). Refused by default: they reach the node itself.
+    #[arg(long)]
+    pub allow_node_local_external_name: bool,
+
     /// Port written in https redirect Locations. Default: the port of --https-addr; omitted from
     /// the URL when it is 443.
     #[arg(long, value_name = "N")]

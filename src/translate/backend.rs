@@ -31,6 +31,8 @@ pub struct BackendRequest<'a> {
     pub port: Option<&'a ServiceBackendPort>,
     pub protocol: Option<BackendProtocol>,
     pub verify: bool,
+    pub forbid_external_name: bool,
+    pub allow_node_local: bool,
 }
 
 pub fn resolve(state: &ClusterState, req: &BackendRequest<'_>) -> BackendSpec {
@@ -74,6 +76,20 @@ pub fn resolve(state: &ClusterState, req: &BackendRequest<'_>) -> BackendSpec {
     };
 
     if let Some(host) = external_name {
+        if req.forbid_external_name {
+            return unavailable(
+                format!(
+                    "Service {key} is an ExternalName Service, and they are not allowed (--allow-external-name=false)"
+                ),
+                fallback_transport,
+            );
+        }
+        if !req.allow_node_local && host.parse::<std::net::IpAddr>().is_ok_and(is_node_local) {
+            return unavailable(
+                format!("Service {key}: externalName {host} is a loopback or link-local address, which would reach the node itself; refused (allow with --allow-node-local-external-name)"),
+                fallback_transport,
+            );
+        }
         if host.starts_with("*.") || super::valid_host(&host).is_err() {
             return unavailable(
                 format!("Service {key}: externalName {host:?} is not a valid DNS name"),
@@ -96,6 +112,14 @@ pub fn resolve(state: &ClusterState, req: &BackendRequest<'_>) -> BackendSpec {
     let addresses = ready_addresses(state, &key, &port);
     let authority = authority_of(&service_dns, service_port, transport.scheme);
     BackendSpec { name, service: key, transport, target: Target::Endpoints(addresses), authority, problem: None }
+}
+
+/// Loopback (127.0.0.0/8, ::1) and link-local (169.254.0.0/16 — cloud metadata — and fe80::/10).
+fn is_node_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
 }
 
 struct PortChoice {

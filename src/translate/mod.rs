@@ -27,6 +27,11 @@ pub struct TranslateOptions {
     pub ingress_class: Option<String>,
     /// `--insecure-skip-verify`: verify no HTTPS backend.
     pub insecure_skip_verify: bool,
+    /// `--allow-external-name=false`: ExternalName Services (the way across namespaces) refused.
+    pub forbid_external_name: bool,
+    /// `--allow-node-local-external-name`: accept ExternalName IP literals in the loopback and
+    /// link-local ranges, which reach the node itself (refused by default against SSRF).
+    pub allow_node_local_external_name: bool,
 }
 
 /// Builds the whole config. Ingresses are taken oldest first, then by namespace/name, which
@@ -252,6 +257,8 @@ fn draft(
                 port: service.port.as_ref(),
                 protocol: a.protocol,
                 verify,
+                forbid_external_name: options.forbid_external_name,
+                allow_node_local: options.allow_node_local_external_name,
             },
         ))
     };

@@ -285,7 +285,7 @@ fn label_selector_and_class_choose_ingresses() {
         let options = TranslateOptions {
             label_selector: LabelSelector::parse(selector).unwrap(),
             ingress_class: class.map(String::from),
-            insecure_skip_verify: false,
+            ..Default::default()
         };
         translate(&state(yaml), &options).routes.len()
     };
@@ -329,4 +329,30 @@ fn external_name_must_be_a_dns_name() {
         &with_ingress("", "/", "Prefix").replace("externalName: web.example", "externalName: \"bad name\""),
     );
     assert!(matches!(&config.backends[0].target, Target::Unavailable(r) if r.contains("not a valid DNS name")));
+}
+
+#[test]
+fn node_local_external_names_are_refused_unless_allowed() {
+    for ip in ["127.0.0.1", "169.254.169.254", "::1", "fe80::1"] {
+        let yaml =
+            with_ingress("", "/", "Prefix").replace("externalName: web.example", &format!("externalName: \"{ip}\""));
+        let config = translate_yaml(&yaml);
+        assert!(
+            matches!(&config.backends[0].target, Target::Unavailable(r) if r.contains("reach the node itself")),
+            "{ip}"
+        );
+        let options = TranslateOptions { allow_node_local_external_name: true, ..Default::default() };
+        let allowed = translate(&state(&yaml), &options);
+        assert!(!matches!(&allowed.backends[0].target, Target::Unavailable(r) if r.contains("reach the node")), "{ip}");
+    }
+    let yaml = with_ingress("", "/", "Prefix").replace("externalName: web.example", "externalName: \"10.1.2.3\"");
+    assert!(!matches!(&translate_yaml(&yaml).backends[0].target, Target::Unavailable(_)));
+}
+
+#[test]
+fn external_names_can_be_forbidden() {
+    let options = TranslateOptions { forbid_external_name: true, ..Default::default() };
+    let config = translate(&state(&with_ingress("", "/", "Prefix")), &options);
+    assert!(matches!(&config.backends[0].target, Target::Unavailable(r) if r.contains("--allow-external-name=false")));
+    assert!(config.warnings.iter().any(|w| w.message.contains("not allowed")));
 }
