@@ -17,7 +17,7 @@ use crate::provider::kube::{self as kube_provider, KubeOptions};
 use crate::provider::status::{self, PublishOptions};
 use crate::provider::Source;
 use crate::proxy::entry::{self, CertResolver};
-use crate::proxy::upstream::{Upstreams, DEFAULT_RESPONSE_HEADER_TIMEOUT};
+use crate::proxy::upstream::Upstreams;
 use crate::proxy::{EntryKind, Settings, Shared};
 use crate::reload::{empty_live, Reloader};
 use crate::tls::{self, LoadedCert};
@@ -81,7 +81,7 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
         }
         _ => tls::generate_default_cert()?,
     };
-    let upstreams = Upstreams::new(&cli.backend_ca)?;
+    let upstreams = Upstreams::new(&cli.backend_ca, cli.upstream_connect_timeout)?;
     let manifests = if cli.manifests.is_empty() { None } else { Some(ManifestSource::new(cli.manifests.clone())?) };
 
     let bind = |flag: &'static str, addr: SocketAddr| async move {
@@ -105,7 +105,9 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
             https_redirect: !cli.no_https_redirect,
             https_port: cli.https_redirect_port.unwrap_or(https_addr.port()),
             trusted_proxies: cli.forwarded_trusted_ips.clone(),
-            response_header_timeout: DEFAULT_RESPONSE_HEADER_TIMEOUT,
+            response_header_timeout: cli.upstream_response_timeout,
+            tls_handshake_timeout: cli.tls_handshake_timeout,
+            header_read_timeout: cli.header_read_timeout,
         },
         ready: Default::default(),
         metrics,

@@ -117,6 +117,23 @@ pub struct Cli {
     #[arg(long, value_name = "CIDR", num_args = 1.., value_parser = parse_net)]
     pub forwarded_trusted_ips: Vec<IpNet>,
 
+    /// A TLS handshake on the https entry must finish within this.
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// A client's request headers must arrive within this (against slowloris).
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_HEADER_READ_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Connecting to a backend must succeed within this (else 504).
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_CONNECT_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// A backend must send its response headers within this (else 504); per Ingress with the
+    /// annotation portier.io/response-timeout. Bodies and upgraded connections have no timeout.
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_RESPONSE_HEADER_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub upstream_response_timeout: Duration,
+
     /// On SIGTERM/SIGINT: stop accepting, answer /readyz 503, let open requests and upgraded
     /// connections finish for at most this long, then exit 0.
     #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_GRACE_PERIOD, value_parser = humantime::parse_duration)]

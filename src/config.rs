@@ -45,6 +45,8 @@ pub struct Route {
     pub redirect_to_https: Option<RedirectKind>,
     pub priority: i32,
     pub tls_secret: Option<ObjectKey>,
+    /// `portier.io/response-timeout`, overriding `--upstream-response-timeout`.
+    pub response_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -182,6 +182,7 @@ mod tests {
             redirect_to_https: None,
             priority,
             tls_secret: None,
+            response_timeout_ms: None,
         }
     }
 

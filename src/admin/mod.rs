@@ -32,7 +32,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let builder = Arc::new(crate::proxy::entry::http_builder());
+    let builder = Arc::new(crate::proxy::entry::http_builder(shared.settings.header_read_timeout));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -18,9 +18,9 @@ use super::{Connection, EntryKind, Shared};
 
 /// A TLS handshake must finish within this (nginx's client_header_timeout is 60s; a handshake
 /// needs far less, and a stalled one holds a socket).
-pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
 /// Request headers must arrive within this, against slowloris (hyper applies it only with a timer).
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 /// On shutdown, connections still open after this are closed (Kubernetes' default
 /// terminationGracePeriodSeconds is 30 s; deploy/ gives the pod 45 s so this fits inside).
 pub const DEFAULT_GRACE_PERIOD: &str = "30s";
@@ -52,9 +52,9 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// The HTTP server settings of every listener (entries and admin): header-read timeout included.
-pub fn http_builder() -> auto::Builder<TokioExecutor> {
+pub fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     builder
 }
@@ -68,7 +68,8 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let builder = Arc::new(http_builder());
+    let builder = Arc::new(http_builder(shared.settings.header_read_timeout));
+    let handshake_timeout = shared.settings.tls_handshake_timeout;
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -100,7 +101,7 @@ pub async fn serve(
                     let _ = watcher.watch(served).await;
                 }
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(DEFAULT_TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
                     let failure = match &handshake {
                         Ok(Ok(_)) => None,
                         Ok(Err(_)) => Some("error"),

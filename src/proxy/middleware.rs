@@ -240,6 +240,7 @@ mod tests {
             redirect_to_https: None,
             priority: 0,
             tls_secret: None,
+            response_timeout_ms: None,
         }
     }
 

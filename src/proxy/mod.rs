@@ -63,6 +63,10 @@ pub struct Settings {
     pub https_port: u16,
     pub trusted_proxies: Vec<IpNet>,
     pub response_header_timeout: Duration,
+    /// `--tls-handshake-timeout`.
+    pub tls_handshake_timeout: Duration,
+    /// `--header-read-timeout` (slowloris).
+    pub header_read_timeout: Duration,
 }
 
 pub struct Shared {
@@ -245,7 +249,8 @@ async fn proxy(
     // 6. upstream.
     let client = if upgrade { &clients.upgrade } else { &clients.main };
     let sent_at = Instant::now();
-    let sent = tokio::time::timeout(settings.response_header_timeout, client.request(upstream_req)).await;
+    let wait = route.response_timeout_ms.map_or(settings.response_header_timeout, Duration::from_millis);
+    let sent = tokio::time::timeout(wait, client.request(upstream_req)).await;
     seen.upstream = Some(sent_at.elapsed());
     let now = shared.metrics.now(sent_at);
     let failure = match sent {
@@ -258,7 +263,7 @@ async fn proxy(
         Ok(Err(error)) => Err(upstream::classify(&error)),
         Err(_) => Err(UpstreamFailure::new(
             UpstreamErrorKind::Timeout,
-            format!("no response headers within {}", humantime::format_duration(settings.response_header_timeout)),
+            format!("no response headers within {}", humantime::format_duration(wait)),
         )),
     };
     let mut response = match failure {

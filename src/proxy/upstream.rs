@@ -28,10 +28,10 @@ use crate::tls::crypto_provider;
 
 /// Upstream TCP connect timeout (Traefik's `dialTimeout` default is 30s; 5s fails faster on a dead
 /// endpoint, which matters when a dashboard polls).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
 /// Time allowed between sending a request and the response headers (nginx's proxy_read_timeout
 /// is 60s). Bodies and upgraded connections have no timeout.
-pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: &str = "60s";
 /// Idle pooled connections are closed after this (Go's http.Transport default).
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a resolved ExternalName is reused before asking DNS again (kube-dns' default TTL is
@@ -53,12 +53,13 @@ pub struct Upstreams {
     verified: Arc<ClientConfig>,
     insecure: Arc<ClientConfig>,
     resolver: CachingResolver,
+    connect_timeout: Duration,
     cache: Mutex<HashMap<(Transport, bool), UpstreamClient>>,
 }
 
 impl Upstreams {
     /// `extra_roots`: `--backend-ca` files, added to the system and webpki roots.
-    pub fn new(extra_roots: &[PathBuf]) -> Result<Self, String> {
+    pub fn new(extra_roots: &[PathBuf], connect_timeout: Duration) -> Result<Self, String> {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for cert in rustls_native_certs::load_native_certs().certs {
@@ -87,6 +88,7 @@ impl Upstreams {
             verified: Arc::new(verified),
             insecure: Arc::new(insecure),
             resolver: CachingResolver::default(),
+            connect_timeout,
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -112,7 +114,7 @@ impl Upstreams {
         let mut http = HttpConnector::new_with_resolver(self.resolver.clone());
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(DEFAULT_CONNECT_TIMEOUT));
+        http.set_connect_timeout(Some(self.connect_timeout));
         // ALPN is set by the connector builder from the HTTP versions enabled below.
         let tls = if transport.verify { (*self.verified).clone() } else { (*self.insecure).clone() };
         let server_name = ServerName::try_from(transport.server_name.clone())

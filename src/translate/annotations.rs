@@ -31,6 +31,8 @@ pub const REDIRECT_PERMANENT: &[&str] = &[
 ];
 /// portier's own: Traefik 1.7 only had the global `insecureSkipVerify`.
 pub const INSECURE_SKIP_VERIFY: &[&str] = &["portier.io/insecure-skip-verify"];
+/// portier's own: Traefik 1.7 only had global forwarding timeouts.
+pub const RESPONSE_TIMEOUT: &[&str] = &["portier.io/response-timeout"];
 pub const INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
 
 /// Traefik 1.7 annotations that restrict who may reach a route. portier does not implement
@@ -82,6 +84,7 @@ pub struct IngressAnnotations {
     pub protocol: Option<BackendProtocol>,
     pub insecure_skip_verify: bool,
     pub redirect_to_https: Option<RedirectKind>,
+    pub response_timeout_ms: Option<u64>,
 }
 
 impl Default for IngressAnnotations {
@@ -94,6 +97,7 @@ impl Default for IngressAnnotations {
             protocol: None,
             insecure_skip_verify: false,
             redirect_to_https: None,
+            response_timeout_ms: None,
         }
     }
 }
@@ -164,6 +168,12 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
             "h2" => BackendProtocol::H2,
             _ => return Err(format!("annotation {name}: {value:?} is not one of http, https, h2c, h2")),
         });
+    }
+    if let Some((name, value)) = get(RESPONSE_TIMEOUT) {
+        match humantime::parse_duration(value) {
+            Ok(d) if !d.is_zero() => a.response_timeout_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            _ => return Err(format!("annotation {name}: {value:?} is not a duration such as 30s or 5m")),
+        }
     }
     if let Some((name, value)) = get(INSECURE_SKIP_VERIFY) {
         a.insecure_skip_verify = parse_bool(name, value, false, notes);

@@ -289,6 +289,7 @@ fn draft(
                     preserve_host: a.preserve_host,
                     redirect_to_https: a.redirect_to_https,
                     priority: a.priority,
+                    response_timeout_ms: a.response_timeout_ms,
                 },
                 spec,
             ));
@@ -311,6 +312,7 @@ fn draft(
                 redirect_to_https: a.redirect_to_https,
                 priority: a.priority,
                 tls_secret: None,
+                response_timeout_ms: a.response_timeout_ms,
             },
             resolve(backend)?,
         )),

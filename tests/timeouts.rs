@@ -1,0 +1,56 @@
+//! Timeouts as flags: upstream response headers (504, also per Ingress), header read (slowloris).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn slow_setup(annotations: &[(&str, &str)], args: &[&str]) -> (Portier, Echo) {
+    let backend = echo_http("slow").await;
+    let portier = Portier::start(
+        &[
+            ("svc.yaml", external_service("slow", "localhost", backend.port(), None)),
+            ("ing.yaml", ingress("slow", annotations, None, &[("/", "Prefix", "slow", backend.port())])),
+        ],
+        args,
+    )
+    .await;
+    (portier, backend)
+}
+
+#[tokio::test]
+async fn slow_response_headers_answer_504_after_the_flag() {
+    let (portier, _backend) = slow_setup(&[], &["--upstream-response-timeout", "300ms"]).await;
+    let started = Instant::now();
+    let reply = get(portier.https(), Via::Tls(None), "t.test", "/slow?ms=3000").await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(reply.text().contains("no response headers within 300ms"), "{}", reply.text());
+    assert!(reply.text().contains("default/slow"), "names the backend: {}", reply.text());
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at the timeout, not after the backend");
+    assert_eq!(get(portier.https(), Via::Tls(None), "t.test", "/slow?ms=10").await.status, 200);
+}
+
+#[tokio::test]
+async fn response_timeout_annotation_overrides_the_flag_per_ingress() {
+    let (portier, _backend) = slow_setup(&[("portier.io/response-timeout", "200ms")], &[]).await;
+    let reply = get(portier.https(), Via::Tls(None), "t.test", "/slow?ms=2000").await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(reply.text().contains("within 200ms"), "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_client_trickling_headers_is_cut_after_the_header_read_timeout() {
+    let (portier, _backend) = slow_setup(&[], &["--header-read-timeout", "500ms", "--no-https-redirect"]).await;
+    let mut stream = tokio::net::TcpStream::connect(portier.http()).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was not cut within 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(400), "cut too early: {:?}", started.elapsed());
+    // portier still serves others.
+    assert_eq!(get(portier.http(), Via::Plain, "t.test", "/").await.status, 200);
+}
