@@ -151,7 +151,8 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
         .map_err(|e| format!("cannot start the reload thread: {e}"))?;
 
     let resolver = Arc::new(CertResolver::new(shared.clone(), default_cert.key.clone()));
-    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver)?));
+    let acceptor =
+        TlsAcceptor::from(Arc::new(tls::server_config(resolver, cli.tls_min_version == crate::cli::TlsVersion::V1_3)?));
     let (shutdown, stop) = watch::channel(false);
     let (admin_shutdown, admin_stop) = watch::channel(false);
     let grace = cli.grace_period;

@@ -117,6 +117,10 @@ pub struct Cli {
     #[arg(long, value_name = "CIDR", num_args = 1.., value_parser = parse_net)]
     pub forwarded_trusted_ips: Vec<IpNet>,
 
+    /// Oldest TLS version the https entry accepts (rustls has no TLS 1.1 or older at all).
+    #[arg(long, value_enum, value_name = "VERSION", default_value_t = TlsVersion::V1_2)]
+    pub tls_min_version: TlsVersion,
+
     /// A TLS handshake on the https entry must finish within this.
     #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub tls_handshake_timeout: Duration,
@@ -156,6 +160,14 @@ pub struct Cli {
     /// address and durations).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = AccessLogFormat::Json)]
     pub access_log_format: AccessLogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsVersion {
+    #[value(name = "1.2")]
+    V1_2,
+    #[value(name = "1.3")]
+    V1_3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

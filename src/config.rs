@@ -47,6 +47,8 @@ pub struct Route {
     pub tls_secret: Option<ObjectKey>,
     /// `portier.io/response-timeout`, overriding `--upstream-response-timeout`.
     pub response_timeout_ms: Option<u64>,
+    /// `Strict-Transport-Security` added to https responses (opt-in by annotation).
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

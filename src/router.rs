@@ -183,6 +183,7 @@ mod tests {
             priority,
             tls_secret: None,
             response_timeout_ms: None,
+            hsts: None,
         }
     }
 

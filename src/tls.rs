@@ -168,9 +168,11 @@ impl CertStore {
 
 /// The rustls configuration of the https entry: TLS 1.2 and 1.3, ALPN h2 and http/1.1, session
 /// resumption by tickets and by id.
-pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<rustls::ServerConfig, String> {
+pub fn server_config(resolver: Arc<dyn ResolvesServerCert>, tls13_only: bool) -> Result<rustls::ServerConfig, String> {
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        if tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
     let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(|e| format!("TLS configuration: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);

@@ -241,6 +241,7 @@ mod tests {
             priority: 0,
             tls_secret: None,
             response_timeout_ms: None,
+            hsts: None,
         }
     }
 

@@ -292,6 +292,11 @@ async fn proxy(
     }
     middleware::strip_hop_by_hop(response.headers_mut(), switching && upgrade);
     response.headers_mut().entry(header::SERVER).or_insert(SERVER);
+    if conn.entry == EntryKind::Https {
+        if let Some(hsts) = route.hsts.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(hsts);
+        }
+    }
     response.map(Either::Left)
 }
 

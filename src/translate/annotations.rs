@@ -31,6 +31,10 @@ pub const REDIRECT_PERMANENT: &[&str] = &[
 ];
 /// portier's own: Traefik 1.7 only had the global `insecureSkipVerify`.
 pub const INSECURE_SKIP_VERIFY: &[&str] = &["portier.io/insecure-skip-verify"];
+pub const HSTS_MAX_AGE: &[&str] = &["ingress.kubernetes.io/hsts-max-age", "traefik.ingress.kubernetes.io/hsts-max-age"];
+pub const HSTS_INCLUDE_SUBDOMAINS: &[&str] =
+    &["ingress.kubernetes.io/hsts-include-subdomains", "traefik.ingress.kubernetes.io/hsts-include-subdomains"];
+pub const HSTS_PRELOAD: &[&str] = &["ingress.kubernetes.io/hsts-preload", "traefik.ingress.kubernetes.io/hsts-preload"];
 /// portier's own: Traefik 1.7 only had global forwarding timeouts.
 pub const RESPONSE_TIMEOUT: &[&str] = &["portier.io/response-timeout"];
 pub const INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
@@ -61,6 +65,9 @@ const SUPPORTED: &[&str] = &[
     "protocol",
     "redirect-entry-point",
     "redirect-permanent",
+    "hsts-max-age",
+    "hsts-include-subdomains",
+    "hsts-preload",
 ];
 
 /// How to talk to the backend, from the `protocol` annotation.
@@ -85,6 +92,8 @@ pub struct IngressAnnotations {
     pub insecure_skip_verify: bool,
     pub redirect_to_https: Option<RedirectKind>,
     pub response_timeout_ms: Option<u64>,
+    /// `Strict-Transport-Security` value for https responses (`hsts-*` annotations, opt-in).
+    pub hsts: Option<String>,
 }
 
 impl Default for IngressAnnotations {
@@ -98,6 +107,7 @@ impl Default for IngressAnnotations {
             insecure_skip_verify: false,
             redirect_to_https: None,
             response_timeout_ms: None,
+            hsts: None,
         }
     }
 }
@@ -174,6 +184,19 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
             Ok(d) if !d.is_zero() => a.response_timeout_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             _ => return Err(format!("annotation {name}: {value:?} is not a duration such as 30s or 5m")),
         }
+    }
+    if let Some((name, value)) = get(HSTS_MAX_AGE) {
+        let age: u64 = value.parse().map_err(|_| format!("annotation {name}: {value:?} is not a number of seconds"))?;
+        let mut hsts = format!("max-age={age}");
+        if get(HSTS_INCLUDE_SUBDOMAINS).is_some_and(|(n, v)| parse_bool(n, v, false, notes)) {
+            hsts.push_str("; includeSubDomains");
+        }
+        if get(HSTS_PRELOAD).is_some_and(|(n, v)| parse_bool(n, v, false, notes)) {
+            hsts.push_str("; preload");
+        }
+        a.hsts = Some(hsts);
+    } else if get(HSTS_INCLUDE_SUBDOMAINS).or(get(HSTS_PRELOAD)).is_some() {
+        notes.push("hsts-include-subdomains and hsts-preload need hsts-max-age; ignored".into());
     }
     if let Some((name, value)) = get(INSECURE_SKIP_VERIFY) {
         a.insecure_skip_verify = parse_bool(name, value, false, notes);
@@ -278,6 +301,19 @@ mod tests {
             let err = parse_pairs(&[("traefik.ingress.kubernetes.io/rewrite-target", bad)]).unwrap_err();
             assert!(err.contains("rewrite-target"), "{err}");
         }
+    }
+
+    #[test]
+    fn hsts_annotations_build_the_header_value() {
+        let p = parse_pairs(&[
+            ("ingress.kubernetes.io/hsts-max-age", "31536000"),
+            ("ingress.kubernetes.io/hsts-include-subdomains", "true"),
+            ("traefik.ingress.kubernetes.io/hsts-preload", "true"),
+        ])
+        .unwrap();
+        assert_eq!(p.annotations.hsts.as_deref(), Some("max-age=31536000; includeSubDomains; preload"));
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+        assert!(parse_pairs(&[("ingress.kubernetes.io/hsts-max-age", "long")]).is_err());
     }
 
     #[test]

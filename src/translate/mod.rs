@@ -290,6 +290,7 @@ fn draft(
                     redirect_to_https: a.redirect_to_https,
                     priority: a.priority,
                     response_timeout_ms: a.response_timeout_ms,
+                    hsts: a.hsts.clone(),
                 },
                 spec,
             ));
@@ -313,6 +314,7 @@ fn draft(
                 priority: a.priority,
                 tls_secret: None,
                 response_timeout_ms: a.response_timeout_ms,
+                hsts: a.hsts.clone(),
             },
             resolve(backend)?,
         )),
