@@ -108,6 +108,7 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
             response_header_timeout: cli.upstream_response_timeout,
             tls_handshake_timeout: cli.tls_handshake_timeout,
             header_read_timeout: cli.header_read_timeout,
+            max_connections: cli.max_connections as usize,
         },
         ready: Default::default(),
         metrics,

@@ -121,6 +121,10 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "VERSION", default_value_t = TlsVersion::V1_2)]
     pub tls_min_version: TlsVersion,
 
+    /// Concurrent client connections per entry; more are closed at once.
+    #[arg(long, value_name = "N", default_value = crate::proxy::entry::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// A TLS handshake on the https entry must finish within this.
     #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub tls_handshake_timeout: Duration,

@@ -54,3 +54,35 @@ async fn a_client_trickling_headers_is_cut_after_the_header_read_timeout() {
     // portier still serves others.
     assert_eq!(get(portier.http(), Via::Plain, "t.test", "/").await.status, 200);
 }
+
+#[tokio::test]
+async fn connections_over_max_connections_are_closed_and_capacity_comes_back() {
+    let (portier, _backend) = slow_setup(&[], &["--max-connections", "2", "--no-https-redirect"]).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(portier.http()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    let mut third = tokio::net::TcpStream::connect(portier.http()).await.unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the third connection is closed unanswered: {buf:?}");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(portier.http()).await.unwrap();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "capacity never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -21,6 +21,9 @@ use super::{Connection, EntryKind, Shared};
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
 /// Request headers must arrive within this, against slowloris (hyper applies it only with a timer).
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+/// Concurrent client connections per entry (nginx's default worker_connections is 512 per
+/// worker; a node's door to its dashboards needs far fewer, but must not fall over first).
+pub const DEFAULT_MAX_CONNECTIONS: &str = "16384";
 /// On shutdown, connections still open after this are closed (Kubernetes' default
 /// terminationGracePeriodSeconds is 30 s; deploy/ gives the pod 45 s so this fits inside).
 pub const DEFAULT_GRACE_PERIOD: &str = "30s";
@@ -70,6 +73,7 @@ pub async fn serve(
 ) {
     let builder = Arc::new(http_builder(shared.settings.header_read_timeout));
     let handshake_timeout = shared.settings.tls_handshake_timeout;
+    let limit = Arc::new(tokio::sync::Semaphore::new(shared.settings.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -85,6 +89,12 @@ pub async fn serve(
                 continue;
             }
         };
+        // Over the limit, the connection is closed at once: cheaper than queueing it, and the
+        // client (or the next node behind a load balancer) retries.
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::debug!(?entry, %peer, "connection refused: --max-connections reached");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else { continue };
         let conn = Connection { entry, peer, local };
@@ -93,6 +103,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let _open = shared.metrics.connection_opened(entry);
             match tls {
                 None => {

@@ -67,6 +67,8 @@ pub struct Settings {
     pub tls_handshake_timeout: Duration,
     /// `--header-read-timeout` (slowloris).
     pub header_read_timeout: Duration,
+    /// `--max-connections`, per entry.
+    pub max_connections: usize,
 }
 
 pub struct Shared {
