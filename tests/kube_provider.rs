@@ -116,6 +116,18 @@ async fn wait_ready(portier: &PortierProcess) {
     }
 }
 
+/// An echo backend behind ExternalName Service `web` and a PathPrefixStrip Ingress at `/web`,
+/// served by a started portier.
+async fn routed_web() -> (Echo, Setup) {
+    let a = echo_http("a").await;
+    let fake = FakeKube::start().await;
+    fake.apply(external_name("web", "localhost", a.port()));
+    fake.apply(strip_ingress("web", "/web", "web", a.port()));
+    let s = start(fake, &[]).await;
+    eventually(&s.portier, "n.test", "/web/", "routed", |r| r.status == 200).await;
+    (a, s)
+}
+
 #[tokio::test]
 async fn ingress_lifecycle_follows_the_api_server() {
     let a = echo_http("a").await;
@@ -222,12 +234,7 @@ async fn tls_secret_rotation_serves_the_new_certificate() {
 
 #[tokio::test]
 async fn api_server_outage_keeps_routes_and_later_changes_are_picked_up() {
-    let a = echo_http("a").await;
-    let fake = FakeKube::start().await;
-    fake.apply(external_name("web", "localhost", a.port()));
-    fake.apply(strip_ingress("web", "/web", "web", a.port()));
-    let s = start(fake, &[]).await;
-    eventually(&s.portier, "n.test", "/web/", "routed", |r| r.status == 200).await;
+    let (a, s) = routed_web().await;
 
     s.fake.stop().await;
     // Routes keep serving throughout the outage.
@@ -253,12 +260,7 @@ async fn api_server_outage_keeps_routes_and_later_changes_are_picked_up() {
 
 #[tokio::test]
 async fn expired_watches_and_410_gone_resync_without_dropping_routes() {
-    let a = echo_http("a").await;
-    let fake = FakeKube::start().await;
-    fake.apply(external_name("web", "localhost", a.port()));
-    fake.apply(strip_ingress("web", "/web", "web", a.port()));
-    let s = start(fake, &[]).await;
-    eventually(&s.portier, "n.test", "/web/", "routed", |r| r.status == 200).await;
+    let (a, s) = routed_web().await;
 
     s.fake.compact();
     s.fake.expire_watches();
@@ -270,12 +272,7 @@ async fn expired_watches_and_410_gone_resync_without_dropping_routes() {
 
 #[tokio::test]
 async fn unrelated_changes_do_not_swap_the_config() {
-    let a = echo_http("a").await;
-    let fake = FakeKube::start().await;
-    fake.apply(external_name("web", "localhost", a.port()));
-    fake.apply(strip_ingress("web", "/web", "web", a.port()));
-    let s = start(fake, &[]).await;
-    eventually(&s.portier, "n.test", "/web/", "routed", |r| r.status == 200).await;
+    let (a, s) = routed_web().await;
     let generation = admin_json(&s.portier, "/api/version").await["generation"].as_u64().unwrap();
 
     for i in 0..5 {
