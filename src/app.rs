@@ -17,7 +17,7 @@ use crate::provider::kube::{self as kube_provider, KubeOptions};
 use crate::provider::status::{self, PublishOptions};
 use crate::provider::Source;
 use crate::proxy::entry::{self, CertResolver};
-use crate::proxy::upstream::Upstreams;
+use crate::proxy::upstream::{UpstreamTimeouts, Upstreams};
 use crate::proxy::{EntryKind, Settings, Shared};
 use crate::reload::{empty_live, Reloader};
 use crate::tls::{self, LoadedCert};
@@ -81,7 +81,10 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
         }
         _ => tls::generate_default_cert()?,
     };
-    let upstreams = Upstreams::new(&cli.backend_ca, cli.upstream_connect_timeout)?;
+    let upstreams = Upstreams::new(
+        &cli.backend_ca,
+        UpstreamTimeouts { connect: cli.upstream_connect_timeout, tls_handshake: cli.upstream_tls_handshake_timeout },
+    )?;
     let manifests = if cli.manifests.is_empty() { None } else { Some(ManifestSource::new(cli.manifests.clone())?) };
 
     let bind = |flag: &'static str, addr: SocketAddr| async move {
@@ -109,6 +112,11 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
             tls_handshake_timeout: cli.tls_handshake_timeout,
             header_read_timeout: cli.header_read_timeout,
             max_connections: cli.max_connections as usize,
+            idle_timeout: cli.idle_timeout,
+            max_header_bytes: cli.max_header_bytes as usize,
+            max_headers: cli.max_headers as usize,
+            max_uri_length: cli.max_uri_length as usize,
+            http2_max_concurrent_streams: cli.http2_max_concurrent_streams,
         },
         ready: Default::default(),
         metrics,

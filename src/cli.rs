@@ -129,13 +129,41 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub tls_handshake_timeout: Duration,
 
-    /// A client's request headers must arrive within this (against slowloris).
+    /// A request's head (request line and headers) must arrive within this from its first byte
+    /// (against slowloris); the connection is closed otherwise.
     #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_HEADER_READ_TIMEOUT, value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// A keep-alive client connection with no request in flight is closed after this (HTTP/2:
+    /// with GOAWAY).
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::connection::DEFAULT_IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Largest request head in bytes, request line and headers together (HTTP/2: the header
+    /// list); larger gets 431. At least 8192.
+    #[arg(long, value_name = "BYTES", default_value = crate::proxy::entry::DEFAULT_MAX_HEADER_BYTES, value_parser = clap::value_parser!(u32).range(8192..))]
+    pub max_header_bytes: u32,
+
+    /// Most header fields in one HTTP/1.1 request; more gets 431.
+    #[arg(long, value_name = "N", default_value = crate::proxy::entry::DEFAULT_MAX_HEADERS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_headers: u32,
+
+    /// Longest request target (path and query) in bytes; longer gets 414.
+    #[arg(long, value_name = "BYTES", default_value = crate::proxy::entry::DEFAULT_MAX_URI_LENGTH, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_uri_length: u32,
+
+    /// Concurrent streams a client may open on one HTTP/2 connection (advertised in SETTINGS;
+    /// streams over it are refused).
+    #[arg(long, value_name = "N", default_value = crate::proxy::entry::DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
 
     /// Connecting to a backend must succeed within this (else 504).
     #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_CONNECT_TIMEOUT, value_parser = humantime::parse_duration)]
     pub upstream_connect_timeout: Duration,
+
+    /// The TLS handshake with an HTTPS backend must finish within this (else 504).
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub upstream_tls_handshake_timeout: Duration,
 
     /// A backend must send its response headers within this (else 504); per Ingress with the
     /// annotation portier.io/response-timeout. Bodies and upgraded connections have no timeout.

@@ -1,7 +1,7 @@
 //! The immutable routing table that `translate` builds and the proxy reads, one `Arc` per swap.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use serde::Serialize;
 
@@ -138,6 +138,7 @@ pub struct Backend {
     pub target: Target,
     /// `Host` sent when the Ingress disables `preserve-host`.
     pub authority: String,
+    /// Round-robin position (see `proxy::balance`).
     #[serde(skip)]
     pub next: AtomicUsize,
 }
@@ -149,21 +150,6 @@ impl PartialEq for Backend {
             && self.transport == other.transport
             && self.target == other.target
             && self.authority == other.authority
-    }
-}
-
-impl Backend {
-    /// The address to dial for the next request: round robin over ready endpoints.
-    pub fn pick(&self) -> Option<Endpoint<'_>> {
-        match &self.target {
-            Target::Endpoints(addrs) if addrs.is_empty() => None,
-            Target::Endpoints(addrs) => {
-                let i = self.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
-                addrs.get(i).map(|a| Endpoint::Socket(*a))
-            }
-            Target::ExternalName { host, port } => Some(Endpoint::Name(host, *port)),
-            Target::Unavailable(_) => None,
-        }
     }
 }
 

@@ -23,7 +23,8 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Target};
+use crate::proxy::balance::EndpointHealth;
 use crate::proxy::upstream::UpstreamErrorKind;
 use crate::proxy::EntryKind;
 
@@ -59,6 +60,11 @@ struct RouteClassLabels {
 struct BackendKindLabels {
     backend: String,
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,6 +159,10 @@ impl RouteHandles {
 pub struct BackendHandles {
     pub stats: Arc<BackendStats>,
     errors: [Counter; UpstreamErrorKind::ALL.len()],
+    /// Passive health of the backend's endpoints, indexed like its `Target::Endpoints`.
+    pub endpoints: Vec<Arc<EndpointHealth>>,
+    retries: Counter,
+    skips: Counter,
 }
 
 impl BackendHandles {
@@ -168,6 +178,16 @@ impl BackendHandles {
         }
         self.stats.record(now, true);
         self.stats.last_error.store(Some(Arc::new(LastError { kind, message, address, at: SystemTime::now() })));
+    }
+
+    /// A request was sent again, to another endpoint, after a connection failure.
+    pub fn record_retry(&self) {
+        self.retries.inc();
+    }
+
+    /// An endpoint failed to connect and is skipped for a while.
+    pub fn record_skip(&self) {
+        self.skips.inc();
     }
 }
 
@@ -205,6 +225,8 @@ pub struct BackendStats {
     requests_total: AtomicU64,
     errors_total: AtomicU64,
     last_error: ArcSwapOption<LastError>,
+    /// Passive health by endpoint address; read only when a config is swapped in.
+    endpoint_health: Mutex<HashMap<SocketAddr, Arc<EndpointHealth>>>,
 }
 
 const EPOCH_BITS: u32 = 24;
@@ -258,6 +280,15 @@ impl BackendStats {
     pub fn last_error(&self) -> Option<Arc<LastError>> {
         self.last_error.load_full()
     }
+
+    /// The health records of `target`'s endpoints, in its order: the same records as before for
+    /// endpoints that stay, new ones for new endpoints; records of endpoints gone are dropped.
+    fn endpoint_health(&self, target: &Target) -> Vec<Arc<EndpointHealth>> {
+        let Target::Endpoints(addrs) = target else { return Vec::new() };
+        let mut known = self.endpoint_health.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        known.retain(|addr, _| addrs.contains(addr));
+        addrs.iter().map(|addr| known.entry(*addr).or_default().clone()).collect()
+    }
 }
 
 fn pack(epoch: u64, requests: u64, errors: u64) -> u64 {
@@ -275,6 +306,8 @@ pub struct Metrics {
     requests: Family<RouteClassLabels, Counter>,
     durations: Family<RouteLabels, AtomicHistogram, fn() -> AtomicHistogram>,
     upstream_errors: Family<BackendKindLabels, Counter>,
+    upstream_retries: Family<BackendLabels, Counter>,
+    endpoint_skips: Family<BackendLabels, Counter>,
     /// Handles of requests no route answered.
     pub unrouted: RouteHandles,
     open_http: Gauge,
@@ -318,6 +351,8 @@ impl Metrics {
             duration_histogram as fn() -> AtomicHistogram,
         );
         let upstream_errors = Family::<BackendKindLabels, Counter>::default();
+        let upstream_retries = Family::<BackendLabels, Counter>::default();
+        let endpoint_skips = Family::<BackendLabels, Counter>::default();
         let open = Family::<EntryLabels, Gauge>::default();
         let tls_failures = Family::<ReasonLabels, Counter>::default();
         let tls_handshakes = Counter::default();
@@ -342,6 +377,16 @@ impl Metrics {
             "portier_upstream_errors",
             "Requests that got no response from their backend, by backend and kind (connect, tls, timeout, other, unavailable)",
             upstream_errors.clone(),
+        );
+        registry.register(
+            "portier_upstream_retries",
+            "Requests sent again to another endpoint after a connection failure (idempotent, no body), by backend",
+            upstream_retries.clone(),
+        );
+        registry.register(
+            "portier_endpoint_skips",
+            "Times an endpoint failed to connect and was skipped for a while (passive health), by backend",
+            endpoint_skips.clone(),
         );
         registry.register("portier_open_connections", "Client connections open, by entry", open.clone());
         registry.register(
@@ -392,6 +437,8 @@ impl Metrics {
             requests,
             durations,
             upstream_errors,
+            upstream_retries,
+            endpoint_skips,
             unrouted,
             open_http,
             open_https,
@@ -412,6 +459,11 @@ impl Metrics {
     /// Seconds since the process started: the clock of the backends' error windows.
     pub fn now(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.started).as_secs()
+    }
+
+    /// Milliseconds since the process started: the clock of the endpoints' passive health.
+    pub fn now_ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
     }
 
     /// The metrics in the OpenMetrics text format (which Prometheus scrapes natively).
@@ -445,16 +497,25 @@ impl Metrics {
             for kind in UpstreamErrorKind::ALL {
                 self.upstream_errors.remove(&BackendKindLabels { backend: backend.clone(), kind: kind.as_str() });
             }
+            self.upstream_retries.remove(&BackendLabels { backend: backend.clone() });
+            self.endpoint_skips.remove(&BackendLabels { backend: backend.clone() });
         }
         let backends = config
             .backends
             .iter()
-            .map(|b| BackendHandles {
-                stats: stats.entry(b.name.clone()).or_default().clone(),
-                errors: UpstreamErrorKind::ALL.map(|kind| {
-                    self.upstream_errors
-                        .get_or_create_owned(&BackendKindLabels { backend: b.name.clone(), kind: kind.as_str() })
-                }),
+            .map(|b| {
+                let stats = stats.entry(b.name.clone()).or_default().clone();
+                let labels = BackendLabels { backend: b.name.clone() };
+                BackendHandles {
+                    endpoints: stats.endpoint_health(&b.target),
+                    stats,
+                    errors: UpstreamErrorKind::ALL.map(|kind| {
+                        self.upstream_errors
+                            .get_or_create_owned(&BackendKindLabels { backend: b.name.clone(), kind: kind.as_str() })
+                    }),
+                    retries: self.upstream_retries.get_or_create_owned(&labels),
+                    skips: self.endpoint_skips.get_or_create_owned(&labels),
+                }
             })
             .collect();
         Observers { routes, backends }

@@ -86,3 +86,91 @@ async fn connections_over_max_connections_are_closed_and_capacity_comes_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sends one request on `stream` and reads its (small, non-chunked) response.
+async fn request_on(stream: &mut tokio::net::TcpStream) -> String {
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let (portier, _backend) =
+        slow_setup(&[], &["--idle-timeout", "700ms", "--header-read-timeout", "10s", "--no-https-redirect"]).await;
+    let mut stream = tokio::net::TcpStream::connect(portier.http()).await.unwrap();
+    assert!(request_on(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed cleanly by portier: {read:?}");
+    let idle_for = idle_from.elapsed();
+    assert!(idle_for >= Duration::from_millis(600), "closed too early: {idle_for:?}");
+    assert!(idle_for < Duration::from_secs(4), "closed late, not by the idle timeout: {idle_for:?}");
+}
+
+#[tokio::test]
+async fn idle_timeout_and_header_read_timeout_are_separate() {
+    // A connection idle longer than the header-read timeout is still served: the header timer
+    // starts with the first byte of the next request, not when the previous one ended.
+    let (portier, _backend) =
+        slow_setup(&[], &["--idle-timeout", "30s", "--header-read-timeout", "500ms", "--no-https-redirect"]).await;
+    let mut stream = tokio::net::TcpStream::connect(portier.http()).await.unwrap();
+    assert!(request_on(&mut stream).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(request_on(&mut stream).await.starts_with("HTTP/1.1 200"), "the idle connection was closed");
+    // A request that takes longer than both (the response is slow) is not cut either.
+    stream.write_all(b"GET /slow?ms=1200 HTTP/1.1\r\nHost: t.test\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout() {
+    let (portier, _backend) = slow_setup(&[], &["--idle-timeout", "700ms"]).await;
+    let tls = tls_connect(portier.https(), Some("t.test"), &[b"h2"]).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    // A request longer than the idle timeout keeps the connection: it is not idle meanwhile.
+    let req = request("GET", "t.test", "/slow?ms=1200", Via::H2(None))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "the connection ended cleanly (GOAWAY): {ended:?}");
+}
+
+#[tokio::test]
+async fn a_backend_that_never_finishes_the_tls_handshake_answers_504_after_the_flag() {
+    // Accepts TCP, then says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let portier = Portier::start(
+        &[
+            ("svc.yaml", external_service("mute", "localhost", port, None)),
+            (
+                "ing.yaml",
+                ingress("mute", &[("ingress.kubernetes.io/protocol", "https")], None, &[("/", "Prefix", "mute", port)]),
+            ),
+        ],
+        &["--upstream-tls-handshake-timeout", "500ms", "--upstream-response-timeout", "30s"],
+    )
+    .await;
+    let started = Instant::now();
+    let reply = get(portier.https(), Via::Tls(None), "t.test", "/").await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(reply.text().contains("TLS handshake not done within 500ms"), "{}", reply.text());
+    assert!(started.elapsed() < Duration::from_secs(10), "answered at the handshake timeout");
+    held.abort();
+}

@@ -7,7 +7,7 @@ use std::time::{Instant, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::config::{Backend, Route, Scheme, Target};
-use crate::metrics::{refused_ingresses, LastError};
+use crate::metrics::{refused_ingresses, BackendHandles, LastError};
 use crate::proxy::{EntryKind, Live, Shared};
 
 #[derive(Serialize)]
@@ -57,6 +57,18 @@ pub fn verification(backend: &Backend) -> &'static str {
     }
 }
 
+fn failing_endpoints(backend: &Backend, handles: Option<&BackendHandles>, now_ms: u64) -> Vec<FailingEndpoint> {
+    let (Target::Endpoints(addrs), Some(handles)) = (&backend.target, handles) else { return Vec::new() };
+    addrs
+        .iter()
+        .zip(&handles.endpoints)
+        .filter_map(|(addr, health)| {
+            let (failures, skipped_for_ms) = health.state(now_ms);
+            (failures > 0).then(|| FailingEndpoint { address: addr.to_string(), failures, skipped_for_ms })
+        })
+        .collect()
+}
+
 /// The addresses a backend's requests go to (`ip:port`, or `name:port` for an ExternalName).
 pub fn addresses(backend: &Backend) -> Vec<String> {
     match &backend.target {
@@ -86,11 +98,24 @@ pub struct BackendView<'a> {
     pub errors_last_minute: u64,
     pub requests_total: u64,
     pub errors_total: u64,
+    /// Endpoints that failed to connect lately (passive health); empty when all are fine.
+    pub failing_endpoints: Vec<FailingEndpoint>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailingEndpoint {
+    pub address: String,
+    /// Connection failures in a row.
+    pub failures: u32,
+    /// Milliseconds it is still skipped for; 0 once it may be tried again.
+    pub skipped_for_ms: u64,
 }
 
 pub fn backends<'a>(shared: &Shared, live: &'a Live) -> Vec<BackendView<'a>> {
     let config = &live.config;
-    let now = shared.metrics.now(Instant::now());
+    let at = Instant::now();
+    let (now, now_ms) = (shared.metrics.now(at), shared.metrics.now_ms(at));
     config
         .backends
         .iter()
@@ -112,6 +137,7 @@ pub fn backends<'a>(shared: &Shared, live: &'a Live) -> Vec<BackendView<'a>> {
                 errors_last_minute: recent.map(|r| r.errors).unwrap_or(0),
                 requests_total: recent.map(|r| r.requests_total).unwrap_or(0),
                 errors_total: recent.map(|r| r.errors_total).unwrap_or(0),
+                failing_endpoints: failing_endpoints(backend, live.observers.backends.get(id), now_ms),
             }
         })
         .collect()

@@ -32,7 +32,13 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let builder = Arc::new(crate::proxy::entry::http_builder(shared.settings.header_read_timeout));
+    let settings = &shared.settings;
+    let builder = Arc::new(crate::proxy::entry::http_builder(crate::proxy::entry::HttpLimits {
+        header_read_timeout: Some(settings.header_read_timeout),
+        max_header_bytes: settings.max_header_bytes,
+        max_headers: settings.max_headers,
+        max_concurrent_streams: settings.http2_max_concurrent_streams,
+    }));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {

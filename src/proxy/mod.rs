@@ -16,6 +16,8 @@
 //! the admin's `/api/explain` calls the same functions, so its answer cannot drift from what
 //! the proxy does.
 
+pub mod balance;
+pub mod connection;
 pub mod entry;
 pub mod middleware;
 pub mod upstream;
@@ -32,15 +34,16 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use ipnet::IpNet;
 
+use self::connection::{ConnCtx, InFlight};
 use self::middleware::{ClientInfo, Rewritten};
 use self::upstream::{BackendClients, UpstreamErrorKind, UpstreamFailure};
 use crate::access_log::{AccessLog, Pending};
 use crate::config::{Backend, BackendId, Config, Endpoint, Route, RouteId, Target};
-use crate::metrics::{EntryAddresses, Metrics, Observers};
+use crate::metrics::{BackendHandles, EntryAddresses, Metrics, Observers};
 
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 
@@ -69,6 +72,16 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// `--max-connections`, per entry.
     pub max_connections: usize,
+    /// `--idle-timeout`: a keep-alive connection waiting for its next request.
+    pub idle_timeout: Duration,
+    /// `--max-header-bytes`.
+    pub max_header_bytes: usize,
+    /// `--max-headers`.
+    pub max_headers: usize,
+    /// `--max-uri-length`: longer request targets get 414.
+    pub max_uri_length: usize,
+    /// `--http2-max-concurrent-streams`.
+    pub http2_max_concurrent_streams: u32,
 }
 
 pub struct Shared {
@@ -112,11 +125,9 @@ pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 
 const SERVER: HeaderValue = HeaderValue::from_static("portier");
 
-pub async fn handle(
-    shared: Arc<Shared>,
-    conn: Connection,
-    req: Request<Incoming>,
-) -> Result<Response<Metered>, Infallible> {
+pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Response<Metered>, Infallible> {
+    let in_flight = InFlight::start(ctx, req.version() == Version::HTTP_2);
+    let (shared, conn) = (&in_flight.0.shared, in_flight.0.conn);
     let mut seen = Seen {
         start: Instant::now(),
         live: None,
@@ -125,10 +136,10 @@ pub async fn handle(
         upstream: None,
         log: shared.access_log.as_ref().map(|_| Box::new(pending(&conn, &req))),
     };
-    let response = proxy(&shared, conn, req, &mut seen).await;
+    let response = proxy(&in_flight.0, req, &mut seen).await;
     let (parts, body) = response.into_parts();
     let status = parts.status.as_u16();
-    Ok(Response::from_parts(parts, Metered { body, bytes: 0, finish: Some(Finish { shared, seen, status }) }))
+    Ok(Response::from_parts(parts, Metered { body, bytes: 0, finish: Some(Finish { in_flight, seen, status }) }))
 }
 
 /// The access log's view of a request as it arrives.
@@ -145,13 +156,15 @@ fn pending<B>(conn: &Connection, req: &Request<B>) -> Pending {
     }
 }
 
-async fn proxy(
-    shared: &Shared,
-    conn: Connection,
-    mut req: Request<Incoming>,
-    seen: &mut Seen,
-) -> Response<ResponseBody> {
+async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) -> Response<ResponseBody> {
+    let (shared, conn) = (&*ctx.shared, ctx.conn);
     let settings = &shared.settings;
+    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > settings.max_uri_length {
+        return text(
+            StatusCode::URI_TOO_LONG,
+            format!("414 URI Too Long: the request target is over {} bytes\n", settings.max_uri_length),
+        );
+    }
     let host = request_host(&req).to_string();
 
     // 2. force https, before routing: the path is the one the client sent.
@@ -191,7 +204,9 @@ async fn proxy(
     };
     seen.backend = Some(route.backend);
     let observer = live.observers.backends.get(route.backend);
-    let Some(endpoint) = backend.pick() else {
+    let health = health_of(observer);
+    let now_ms = shared.metrics.now_ms(seen.start);
+    let Some(chosen) = balance::pick(backend, health, now_ms, None) else {
         let failure = UpstreamFailure::new(UpstreamErrorKind::Unavailable, unavailable_reason(backend));
         if let Some(observer) = observer {
             observer.record_error(shared.metrics.now(seen.start), failure.kind, failure.detail.clone(), None);
@@ -201,17 +216,10 @@ async fn proxy(
             format!("503 Service Unavailable: backend {}: {}\n", backend.name, failure.detail),
         );
     };
-    let authority = match endpoint {
-        Endpoint::Socket(addr) => addr.to_string(),
-        Endpoint::Name(name, port) => format!("{name}:{port}"),
+    let (mut authority, uri) = match target_uri(backend, chosen.endpoint, &path_and_query) {
+        Some(target) => target,
+        None => return text(StatusCode::BAD_REQUEST, "400 Bad Request: the rewritten URL is invalid\n".into()),
     };
-    let target = format!("{}://{authority}", backend.transport.scheme.as_str());
-    let Ok(uri) = Uri::try_from(format!("{target}{path_and_query}")) else {
-        return text(StatusCode::BAD_REQUEST, "400 Bad Request: the rewritten URL is invalid\n".into());
-    };
-    if let Some(log) = seen.log.as_mut() {
-        log.address = Some(authority.clone());
-    }
 
     // 5. forward headers.
     let upgrade = req.version() == Version::HTTP_11 && middleware::is_upgrade(req.headers());
@@ -244,33 +252,54 @@ async fn proxy(
             headers.remove(header::HOST);
         }
     }
-    parts.uri = uri;
     parts.version = Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, body);
+    // A request that may be sent again to another endpoint if the connection fails: idempotent,
+    // with no body, and a backend with more than one endpoint. Only then are its headers kept.
+    let retry = (chosen.index.is_some() && health.len() > 1 && is_idempotent(&parts.method) && body.is_end_stream())
+        .then(|| (parts.method.clone(), parts.headers.clone()));
+    let body = match retry {
+        Some(_) => Either::Right(Empty::new()),
+        None => Either::Left(body),
+    };
 
     // 6. upstream.
     let client = if upgrade { &clients.upgrade } else { &clients.main };
-    let sent_at = Instant::now();
     let wait = route.response_timeout_ms.map_or(settings.response_header_timeout, Duration::from_millis);
-    let sent = tokio::time::timeout(wait, client.request(upstream_req)).await;
+    let sent_at = Instant::now();
+    parts.uri = uri;
+    let mut sent = send_upstream(client, Request::from_parts(parts, body), wait).await;
+    let (mut attempt, mut retry) = (chosen, retry);
+    loop {
+        let connect_failed = matches!(&sent, Err(Attempt { connect_failed: true, .. }));
+        note_endpoint(shared, backend, observer, attempt.index, &sent, &authority);
+        let Some((method, headers)) = retry.take().filter(|_| connect_failed) else { break };
+        let Some(next) = balance::pick(backend, health, now_ms, attempt.index) else { break };
+        let Some((next_authority, next_uri)) = target_uri(backend, next.endpoint, &path_and_query) else { break };
+        tracing::debug!(backend = %backend.name, from = %authority, to = %next_authority, "retrying on another endpoint");
+        if let Some(observer) = observer {
+            observer.record_retry();
+        }
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = method;
+        *request.headers_mut() = headers;
+        *request.uri_mut() = next_uri;
+        (attempt, authority) = (next, next_authority);
+        sent = send_upstream(client, request, wait).await;
+    }
+    if let Some(log) = seen.log.as_mut() {
+        log.address = Some(authority.clone());
+    }
     seen.upstream = Some(sent_at.elapsed());
     let now = shared.metrics.now(sent_at);
-    let failure = match sent {
-        Ok(Ok(response)) => {
+    let mut response = match sent {
+        Ok(response) => {
             if let Some(observer) = observer {
                 observer.record_ok(now);
             }
-            Ok(response)
+            response
         }
-        Ok(Err(error)) => Err(upstream::classify(&error)),
-        Err(_) => Err(UpstreamFailure::new(
-            UpstreamErrorKind::Timeout,
-            format!("no response headers within {}", humantime::format_duration(wait)),
-        )),
-    };
-    let mut response = match failure {
-        Ok(response) => response,
-        Err(failure) => {
+        Err(Attempt { failure, .. }) => {
+            let target = format!("{}://{authority}", backend.transport.scheme.as_str());
             tracing::debug!(backend = %backend.name, %target, ?failure, "upstream request failed");
             if let Some(observer) = observer {
                 observer.record_error(now, failure.kind, failure.detail.clone(), Some(authority));
@@ -284,11 +313,13 @@ async fn proxy(
     if switching {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            // The tunnel outlives the HTTP connection it came from: count it as open while it lasts.
+            // The tunnel outlives the HTTP connection it came from: count it as open while it lasts,
+            // and keep the connection's permit, so drain waits for it (up to the grace period).
             let open = shared.metrics.connection_opened(conn.entry);
+            let hold = ctx.clone();
             tokio::spawn(async move {
                 tunnel(client_upgrade, upstream_upgrade).await;
-                drop(open);
+                drop((open, hold));
             });
         }
     }
@@ -300,6 +331,76 @@ async fn proxy(
         }
     }
     response.map(Either::Left)
+}
+
+/// One attempt's failure, and whether it happened while connecting (nothing was sent, so the
+/// request may go to another endpoint).
+struct Attempt {
+    failure: UpstreamFailure,
+    connect_failed: bool,
+}
+
+/// Sends a request to its backend, waiting at most `wait` for the response headers.
+async fn send_upstream(
+    client: &upstream::UpstreamClient,
+    request: Request<upstream::UpstreamBody>,
+    wait: Duration,
+) -> Result<Response<Incoming>, Attempt> {
+    match tokio::time::timeout(wait, client.request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(Attempt { connect_failed: error.is_connect(), failure: upstream::classify(&error) }),
+        Err(_) => Err(Attempt {
+            failure: UpstreamFailure::new(
+                UpstreamErrorKind::Timeout,
+                format!("no response headers within {}", humantime::format_duration(wait)),
+            ),
+            connect_failed: false,
+        }),
+    }
+}
+
+/// Passive health: an endpoint that failed to connect is skipped for a while; one that answered
+/// is cleared.
+fn note_endpoint(
+    shared: &Shared,
+    backend: &Backend,
+    observer: Option<&BackendHandles>,
+    index: Option<usize>,
+    sent: &Result<Response<Incoming>, Attempt>,
+    authority: &str,
+) {
+    let Some(health) = index.and_then(|i| health_of(observer).get(i)) else { return };
+    match sent {
+        Ok(_) => health.succeeded(),
+        Err(Attempt { connect_failed: true, .. }) => {
+            let skip = health.failed(shared.metrics.now_ms(Instant::now()));
+            tracing::debug!(backend = %backend.name, %authority, ?skip, "endpoint failed to connect: skipped for a while");
+            if let Some(observer) = observer {
+                observer.record_skip();
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// The passive health records of a backend's endpoints (none when it has no observer).
+fn health_of(observer: Option<&BackendHandles>) -> &[Arc<balance::EndpointHealth>] {
+    observer.map_or(&[][..], |o| &o.endpoints[..])
+}
+
+/// `ip:port` or `name:port`, and the URI to send upstream.
+fn target_uri(backend: &Backend, endpoint: Endpoint<'_>, path_and_query: &str) -> Option<(String, Uri)> {
+    let authority = match endpoint {
+        Endpoint::Socket(addr) => addr.to_string(),
+        Endpoint::Name(name, port) => format!("{name}:{port}"),
+    };
+    let uri = Uri::try_from(format!("{}://{authority}{path_and_query}", backend.transport.scheme.as_str())).ok()?;
+    Some((authority, uri))
+}
+
+/// Methods whose request may be sent twice (RFC 9110, 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// Step 2: on the http entry (unless `--no-https-redirect`), every request is answered with a
@@ -417,7 +518,8 @@ struct Seen {
 }
 
 struct Finish {
-    shared: Arc<Shared>,
+    /// The request stays in flight on its connection until this is dropped.
+    in_flight: InFlight,
     seen: Seen,
     status: u16,
 }
@@ -433,7 +535,8 @@ pub struct Metered {
 
 impl Metered {
     fn finish(&mut self) {
-        let Some(Finish { shared, seen, status }) = self.finish.take() else { return };
+        let Some(Finish { in_flight, seen, status }) = self.finish.take() else { return };
+        let shared = &in_flight.0.shared;
         let duration = seen.start.elapsed();
         let live = seen.live.as_deref();
         let handles = live.zip(seen.route).and_then(|(live, id)| live.observers.routes.get(id));

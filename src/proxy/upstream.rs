@@ -29,6 +29,8 @@ use crate::tls::crypto_provider;
 /// Upstream TCP connect timeout (Traefik's `dialTimeout` default is 30s; 5s fails faster on a dead
 /// endpoint, which matters when a dashboard polls).
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
+/// The TLS handshake with an HTTPS backend (as on the https entry).
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
 /// Time allowed between sending a request and the response headers (nginx's proxy_read_timeout
 /// is 60s). Bodies and upgraded connections have no timeout.
 pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: &str = "60s";
@@ -38,8 +40,11 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// 30s; half of it keeps Service moves quick).
 pub const DNS_CACHE_TTL: Duration = Duration::from_secs(15);
 
-pub type Connector = HttpsConnector<HttpConnector<CachingResolver>>;
-pub type UpstreamClient = Client<Connector, Incoming>;
+pub type Connector = Bounded<HttpsConnector<HttpConnector<CachingResolver>>>;
+/// What is sent upstream: the client's body, or none (a request that may be retried keeps no
+/// body, so it can be sent twice).
+pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>;
+pub type UpstreamClient = Client<Connector, UpstreamBody>;
 
 /// The clients one backend uses: `main` for requests, `upgrade` (always HTTP/1.1) for upgrades.
 #[derive(Clone, Debug)]
@@ -48,18 +53,25 @@ pub struct BackendClients {
     pub upgrade: UpstreamClient,
 }
 
+/// `--upstream-connect-timeout` and `--upstream-tls-handshake-timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub tls_handshake: Duration,
+}
+
 /// Makes clients, and keeps them across config swaps so pools stay warm.
 pub struct Upstreams {
     verified: Arc<ClientConfig>,
     insecure: Arc<ClientConfig>,
     resolver: CachingResolver,
-    connect_timeout: Duration,
+    timeouts: UpstreamTimeouts,
     cache: Mutex<HashMap<(Transport, bool), UpstreamClient>>,
 }
 
 impl Upstreams {
     /// `extra_roots`: `--backend-ca` files, added to the system and webpki roots.
-    pub fn new(extra_roots: &[PathBuf], connect_timeout: Duration) -> Result<Self, String> {
+    pub fn new(extra_roots: &[PathBuf], timeouts: UpstreamTimeouts) -> Result<Self, String> {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for cert in rustls_native_certs::load_native_certs().certs {
@@ -88,7 +100,7 @@ impl Upstreams {
             verified: Arc::new(verified),
             insecure: Arc::new(insecure),
             resolver: CachingResolver::default(),
-            connect_timeout,
+            timeouts,
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -114,7 +126,7 @@ impl Upstreams {
         let mut http = HttpConnector::new_with_resolver(self.resolver.clone());
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_connect_timeout(Some(self.timeouts.connect));
         // ALPN is set by the connector builder from the HTTP versions enabled below.
         let tls = if transport.verify { (*self.verified).clone() } else { (*self.insecure).clone() };
         let server_name = ServerName::try_from(transport.server_name.clone())
@@ -128,6 +140,8 @@ impl Upstreams {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
+        let connector =
+            Bounded { inner: connector, limit: (transport.scheme == Scheme::Https).then_some(self.timeouts) };
         let mut client = Client::builder(TokioExecutor::new());
         client.pool_idle_timeout(DEFAULT_POOL_IDLE_TIMEOUT).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
         if http2 && transport.scheme == Scheme::Http {
@@ -136,6 +150,48 @@ impl Upstreams {
         let client = client.build(connector);
         cache.insert((transport.clone(), http2), client.clone());
         Ok(client)
+    }
+}
+
+/// A connector whose TLS handshake is bounded: the TCP connect has its own timeout inside, so the
+/// whole is given the connect timeout plus the handshake timeout.
+#[derive(Clone, Debug)]
+pub struct Bounded<C> {
+    inner: C,
+    /// None for plain HTTP backends (the connect timeout is all there is).
+    limit: Option<UpstreamTimeouts>,
+}
+
+impl<C> tower_service::Service<http::Uri> for Bounded<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Response = C::Response;
+    type Error = Box<dyn StdError + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let Some(limit) = self.limit else { return Box::pin(async move { connecting.await.map_err(Into::into) }) };
+        Box::pin(async move {
+            match tokio::time::timeout(limit.connect + limit.tls_handshake, connecting).await {
+                Ok(done) => done.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "TLS handshake not done within {} (after up to {} to connect)",
+                        humantime::format_duration(limit.tls_handshake),
+                        humantime::format_duration(limit.connect)
+                    ),
+                )) as Box<dyn StdError + Send + Sync>),
+            }
+        })
     }
 }
 

@@ -104,16 +104,21 @@ impl Echo {
 }
 
 pub async fn echo_http(name: &str) -> Echo {
-    start_echo(name, None).await
+    start_echo(name, None, "127.0.0.1:0").await
+}
+
+/// An HTTP echo listening on `addr` (e.g. another loopback address, or a port just freed).
+pub async fn echo_http_on(name: &str, addr: &str) -> Echo {
+    start_echo(name, None, addr).await
 }
 
 /// An HTTPS echo that speaks HTTP/1.1 and, when asked by ALPN, HTTP/2.
 pub async fn echo_https(name: &str, leaf: &Leaf) -> Echo {
-    start_echo(name, Some(server_tls(leaf, &[b"h2", b"http/1.1"]))).await
+    start_echo(name, Some(server_tls(leaf, &[b"h2", b"http/1.1"])), "127.0.0.1:0").await
 }
 
-async fn start_echo(name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Echo {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn start_echo(name: &str, tls: Option<Arc<rustls::ServerConfig>>, bind: &str) -> Echo {
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let backend = name.to_string();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);

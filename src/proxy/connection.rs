@@ -1,0 +1,278 @@
+//! One client connection: what it is doing (requests in flight, idle since when, a request head
+//! being read since when), and the watchdog that closes it when it idles too long or trickles
+//! its headers. hyper's own header-read timer also runs while a keep-alive connection waits for
+//! its next request, which would make the idle timeout equal to the header timeout; this keeps
+//! the two apart, as nginx does (`keepalive_timeout` vs `client_header_timeout`).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{Connection, Shared};
+
+/// How long a keep-alive connection may wait for its next request (Go's and so Traefik's
+/// `IdleTimeout` default is 180s, nginx's `keepalive_timeout` 75s).
+pub const DEFAULT_IDLE_TIMEOUT: &str = "90s";
+
+/// A client connection and its state, shared by its requests (and an upgraded tunnel, which
+/// keeps the connection's `--max-connections` permit while it lasts).
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub conn: Connection,
+    pub activity: Activity,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ConnCtx {
+    pub fn new(shared: Arc<Shared>, conn: Connection, permit: OwnedSemaphorePermit) -> Self {
+        Self { shared, conn, activity: Activity::new(), _permit: permit }
+    }
+}
+
+/// Why the watchdog closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// No request for `--idle-timeout`.
+    Idle,
+    /// A request head started but was not complete within `--header-read-timeout`.
+    HeaderRead,
+}
+
+/// Times are milliseconds since the connection opened, plus one (0 means "not set").
+pub struct Activity {
+    opened: Instant,
+    /// Requests being answered; a response counts until its body has been sent (or dropped).
+    in_flight: AtomicU32,
+    /// When the connection last had no request in flight.
+    idle_since: AtomicU64,
+    /// When the first byte of the next request arrived on an idle connection.
+    head_started: AtomicU64,
+    /// HTTP/2: bytes on an idle connection are frames (pings, settings), not a request head.
+    multiplexed: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(1),
+            head_started: AtomicU64::new(0),
+            multiplexed: AtomicBool::new(false),
+        }
+    }
+
+    fn stamp(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A request arrived (its head is complete).
+    pub fn request_started(&self, http2: bool) {
+        if http2 && !self.multiplexed.load(Ordering::Relaxed) {
+            self.multiplexed.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.head_started.load(Ordering::Relaxed) != 0 {
+            self.head_started.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request's response was sent, or the request was abandoned.
+    pub fn request_finished(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.idle_since.store(self.stamp(), Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes were read from the client.
+    fn bytes_read(&self) {
+        if self.head_started.load(Ordering::Relaxed) == 0
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.multiplexed.load(Ordering::Relaxed)
+        {
+            self.head_started.store(self.stamp(), Ordering::Relaxed);
+        }
+    }
+
+    /// When the connection is to be closed if nothing changes; None while a request is in flight.
+    fn deadline(&self, limits: &Timeouts) -> Option<(Instant, Expired)> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let at = |stamp: u64, after: Duration| self.opened + Duration::from_millis(stamp - 1) + after;
+        match self.head_started.load(Ordering::Relaxed) {
+            0 => Some((at(self.idle_since.load(Ordering::Relaxed).max(1), limits.idle), Expired::Idle)),
+            started => Some((at(started, limits.header_read), Expired::HeaderRead)),
+        }
+    }
+}
+
+/// The client timeouts the watchdog enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// `--idle-timeout`.
+    pub idle: Duration,
+    /// `--header-read-timeout`.
+    pub header_read: Duration,
+}
+
+/// Resolves when the connection has been idle, or reading one request head, for too long.
+/// Polled after the connection itself on every wake-up, so a deadline that moved closer (a head
+/// started) is seen at once; the timer is only reset when the deadline moves closer, or fires.
+pub struct Watchdog {
+    ctx: Arc<ConnCtx>,
+    timeouts: Timeouts,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Watchdog {
+    pub fn new(ctx: Arc<ConnCtx>, timeouts: Timeouts) -> Self {
+        let sleep = Box::pin(tokio::time::sleep(timeouts.idle));
+        Self { ctx, timeouts, sleep }
+    }
+}
+
+impl Future for Watchdog {
+    type Output = Expired;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Expired> {
+        let this = &mut *self;
+        loop {
+            let deadline = this.ctx.activity.deadline(&this.timeouts);
+            if let Some((at, _)) = deadline {
+                if tokio::time::Instant::from_std(at) < this.sleep.deadline() {
+                    this.sleep.as_mut().reset(tokio::time::Instant::from_std(at));
+                }
+            }
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            match deadline {
+                Some((at, why)) if at <= Instant::now() => return Poll::Ready(why),
+                Some((at, _)) => this.sleep.as_mut().reset(tokio::time::Instant::from_std(at)),
+                // Busy: look again later (the deadline only exists once it is idle again).
+                None => this.sleep.as_mut().reset(tokio::time::Instant::now() + this.timeouts.idle),
+            }
+        }
+    }
+}
+
+/// The client's socket, noting when a request head starts arriving on an idle connection.
+pub struct Watched<S> {
+    inner: S,
+    ctx: Arc<ConnCtx>,
+}
+
+impl<S> Watched<S> {
+    pub fn new(inner: S, ctx: Arc<ConnCtx>) -> Self {
+        Self { inner, ctx }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.ctx.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Counts a request as in flight on its connection from its head until it is dropped (its
+/// response body sent, or the client gone).
+pub struct InFlight(pub Arc<ConnCtx>);
+
+impl InFlight {
+    pub fn start(ctx: Arc<ConnCtx>, http2: bool) -> Self {
+        ctx.activity.request_started(http2);
+        Self(ctx)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.activity.request_finished();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Timeouts = Timeouts { idle: Duration::from_secs(90), header_read: Duration::from_secs(10) };
+
+    #[test]
+    fn idle_deadline_then_head_deadline_then_none_while_busy() {
+        let activity = Activity::new();
+        let (idle_at, why) = activity.deadline(&LIMITS).unwrap();
+        assert_eq!(why, Expired::Idle);
+        assert!(idle_at >= activity.opened + Duration::from_secs(90));
+
+        activity.bytes_read();
+        let (head_at, why) = activity.deadline(&LIMITS).unwrap();
+        assert_eq!(why, Expired::HeaderRead);
+        assert!(head_at < idle_at);
+
+        activity.request_started(false);
+        assert_eq!(activity.deadline(&LIMITS), None);
+        // Body bytes of a request in flight do not start a head.
+        activity.bytes_read();
+        activity.request_finished();
+        assert_eq!(activity.deadline(&LIMITS).map(|(_, why)| why), Some(Expired::Idle));
+    }
+
+    #[test]
+    fn http2_frames_on_an_idle_connection_are_not_a_request_head() {
+        let activity = Activity::new();
+        activity.request_started(true);
+        activity.request_finished();
+        activity.bytes_read();
+        assert_eq!(activity.deadline(&LIMITS).map(|(_, why)| why), Some(Expired::Idle));
+    }
+
+    #[test]
+    fn concurrent_streams_keep_the_connection_busy_until_the_last_ends() {
+        let activity = Activity::new();
+        activity.request_started(true);
+        activity.request_started(true);
+        activity.request_finished();
+        assert_eq!(activity.deadline(&LIMITS), None);
+        activity.request_finished();
+        assert!(activity.deadline(&LIMITS).is_some());
+    }
+}
