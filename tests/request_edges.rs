@@ -56,3 +56,35 @@ async fn user_info_in_an_absolute_uri_does_not_change_the_host() {
     assert!(answer.contains("\"backend\":\"a\""), "routed by the host, not by user@host: {answer}");
     assert!(!answer.contains("x@a.test"), "user info is not forwarded: {answer}");
 }
+
+#[tokio::test]
+async fn a_host_header_naming_another_host_than_the_target_is_refused() {
+    let a = echo_http("a").await;
+    let portier = Portier::start(
+        &[
+            ("svc.yaml", external_service("a", "localhost", a.port(), None)),
+            ("a.yaml", ingress("a", &[], None, &[("/", "Prefix", "a", a.port())])),
+        ],
+        &["--no-https-redirect"],
+    )
+    .await;
+    let http = portier.http();
+    let raw = |request: &'static [u8]| async move {
+        let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        answer
+    };
+    let mismatch = raw(b"GET http://a.test/p HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n").await;
+    assert!(mismatch.starts_with("HTTP/1.1 400"), "{mismatch}");
+    assert!(!mismatch.contains("\"backend\""), "nothing reached the backend: {mismatch}");
+    let same = raw(b"GET http://A.test:80/p HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").await;
+    assert!(same.starts_with("HTTP/1.1 200"), "same host, other case and explicit port: {same}");
+
+    // HTTP/2: :authority and a Host header that disagree.
+    let via = Via::H2(Some("a.test"));
+    let req = request("GET", "a.test", "/", via).header("host", "b.test").body(Default::default()).unwrap();
+    assert_eq!(send(portier.https(), via, req).await.status, 400);
+    assert_eq!(get(portier.https(), via, "a.test", "/").await.status, 200);
+}

@@ -165,6 +165,12 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
             format!("414 URI Too Long: the request target is over {} bytes\n", settings.max_uri_length),
         );
     }
+    if authority_mismatch(&req) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: the Host header names another host than the request target\n".into(),
+        );
+    }
     let host = request_host(&req).to_string();
 
     // 2. force https, before routing: the path is the one the client sent.
@@ -610,6 +616,18 @@ fn request_host<B>(req: &Request<B>) -> &str {
         .map(|a| a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, host)| host))
         .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("")
+}
+
+/// An absolute-form target (or HTTP/2 `:authority`) and a `Host` header naming different hosts:
+/// routing and the backend could disagree on which site is meant, so the request is refused
+/// (RFC 9113 8.3.1 for HTTP/2; for HTTP/1.1 stricter than RFC 9112, as nginx is).
+fn authority_mismatch<B>(req: &Request<B>) -> bool {
+    let (Some(authority), Some(host)) = (req.uri().authority(), req.headers().get(header::HOST)) else {
+        return false;
+    };
+    let target = authority.as_str().rsplit_once('@').map_or(authority.as_str(), |(_, h)| h);
+    let Ok(host) = host.to_str() else { return true };
+    !crate::router::strip_port(target).eq_ignore_ascii_case(crate::router::strip_port(host))
 }
 
 fn redirect_or_bad_host(status: StatusCode, location: Option<String>) -> Response<ResponseBody> {
