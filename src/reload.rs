@@ -105,6 +105,7 @@ pub fn empty_live() -> Live {
     Live {
         config: Arc::new(Config::default()),
         clients: Vec::new(),
+        authorities: Vec::new(),
         generation: 0,
         swapped_at: SystemTime::now(),
         observers: Observers::default(),
@@ -120,7 +121,8 @@ fn link(config: Config, upstreams: &Upstreams, generation: u64, metrics: &Metric
         .map(|b| upstreams.clients_for(&b.transport).map_err(|e| format!("backend {}: {e}", b.name)))
         .collect::<Result<Vec<_>, _>>()?;
     let observers = metrics.observers_for(&config);
-    Ok(Live { config: Arc::new(config), clients, generation, swapped_at: SystemTime::now(), observers })
+    let authorities = config.backends.iter().map(|b| crate::proxy::upstream::authorities(&b.target)).collect();
+    Ok(Live { config: Arc::new(config), clients, authorities, generation, swapped_at: SystemTime::now(), observers })
 }
 
 /// Each warning is logged once, when it first appears, not on every rebuild.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use serde::Serialize;
 
@@ -244,9 +244,9 @@ fn explain_at<'a>(shared: &Shared, live: &'a Live, url: &str, depth: usize) -> R
                 EntryKind::Http => shared.entries.http.port(),
                 EntryKind::Https => shared.entries.https.port(),
             });
-            let client =
-                ClientInfo { ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), proto: entry.as_str(), port, host, trusted: false };
-            middleware::set_forwarding_headers(&mut headers, &client);
+            let client = ClientInfo::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), entry.as_str(), port, false);
+            let host_value = HeaderValue::from_str(host).ok();
+            middleware::set_forwarding_headers(&mut headers, &client, host_value.as_ref());
             let mut headers: BTreeMap<String, String> = headers
                 .iter()
                 .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))

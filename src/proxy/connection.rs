@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::middleware::{is_trusted, ClientInfo};
 use super::{Connection, Shared};
 
 /// How long a keep-alive connection may wait for its next request (Go's and so Traefik's
@@ -26,13 +27,17 @@ pub const DEFAULT_IDLE_TIMEOUT: &str = "90s";
 pub struct ConnCtx {
     pub shared: Arc<Shared>,
     pub conn: Connection,
+    /// The forwarding header values of this client, made once.
+    pub client: ClientInfo,
     pub activity: Activity,
     _permit: OwnedSemaphorePermit,
 }
 
 impl ConnCtx {
     pub fn new(shared: Arc<Shared>, conn: Connection, permit: OwnedSemaphorePermit) -> Self {
-        Self { shared, conn, activity: Activity::new(), _permit: permit }
+        let trusted = is_trusted(conn.peer.ip(), &shared.settings.trusted_proxies);
+        let client = ClientInfo::new(conn.peer.ip(), conn.entry.as_str(), conn.local.port(), trusted);
+        Self { shared, conn, client, activity: Activity::new(), _permit: permit }
     }
 }
 

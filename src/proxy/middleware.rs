@@ -164,14 +164,29 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
-/// What the proxy knows about the client connection, for the forwarding headers.
-pub struct ClientInfo<'a> {
-    pub ip: IpAddr,
-    pub proto: &'static str,
-    pub port: u16,
-    pub host: &'a str,
+/// What the proxy knows about a client connection, for the forwarding headers: built once per
+/// connection, so a request only clones the values (no formatting, no allocation).
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The client's address (X-Forwarded-For, X-Real-Ip).
+    pub ip: HeaderValue,
+    /// `http` or `https` (X-Forwarded-Proto).
+    pub proto: HeaderValue,
+    /// The entry's port the client connected to (X-Forwarded-Port).
+    pub port: HeaderValue,
     /// The client is a trusted proxy: keep the X-Forwarded-* it sent, append to X-Forwarded-For.
     pub trusted: bool,
+}
+
+impl ClientInfo {
+    pub fn new(ip: IpAddr, proto: &'static str, port: u16, trusted: bool) -> Self {
+        Self {
+            ip: HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("")),
+            proto: HeaderValue::from_static(proto),
+            port: HeaderValue::from(port),
+            trusted,
+        }
+    }
 }
 
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -184,8 +199,7 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 
 /// Sets X-Forwarded-For/-Proto/-Host/-Port and X-Real-Ip. Values from untrusted clients are
 /// replaced; X-Forwarded-Prefix and X-Replaced-Path are always portier's own.
-pub fn set_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo<'_>) {
-    let ip = client.ip.to_string();
+pub fn set_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo, host: Option<&HeaderValue>) {
     let prior_for = if client.trusted {
         let values: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
         (!values.is_empty()).then(|| values.join(", "))
@@ -193,31 +207,23 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo<'_>) 
         None
     };
     let xff = match prior_for {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip.clone(),
+        Some(prior) => client.ip.to_str().ok().and_then(|ip| HeaderValue::try_from(format!("{prior}, {ip}")).ok()),
+        None => Some(client.ip.clone()),
     };
     headers.remove(&X_FORWARDED_PREFIX);
     headers.remove(&X_REPLACED_PATH);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    let mut set = |name: HeaderName, value: &str| {
-        if client.trusted && headers.contains_key(&name) {
-            return;
-        }
-        match HeaderValue::from_str(value) {
-            Ok(v) => {
-                headers.insert(name, v);
-            }
-            Err(_) => {
-                headers.remove(name);
-            }
+    let mut set = |name: HeaderName, value: &HeaderValue| {
+        if !(client.trusted && headers.contains_key(&name)) {
+            headers.insert(name, value.clone());
         }
     };
-    set(X_FORWARDED_PROTO, client.proto);
-    set(X_FORWARDED_HOST, client.host);
-    set(X_FORWARDED_PORT, &client.port.to_string());
-    set(X_REAL_IP, &ip);
+    set(X_FORWARDED_PROTO, &client.proto);
+    set(X_FORWARDED_HOST, host.unwrap_or(&HeaderValue::from_static("")));
+    set(X_FORWARDED_PORT, &client.port);
+    set(X_REAL_IP, &client.ip);
 }
 
 #[cfg(test)]
@@ -342,9 +348,9 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         h.insert(X_FORWARDED_PREFIX, HeaderValue::from_static("/spoofed"));
-        let client =
-            ClientInfo { ip: "10.0.0.1".parse().unwrap(), proto: "https", port: 443, host: "a.com", trusted: false };
-        set_forwarding_headers(&mut h, &client);
+        let client = ClientInfo::new("10.0.0.1".parse().unwrap(), "https", 443, false);
+        let host = HeaderValue::from_static("a.com");
+        set_forwarding_headers(&mut h, &client, Some(&host));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "a.com");
@@ -356,7 +362,7 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         let client = ClientInfo { trusted: true, ..client };
-        set_forwarding_headers(&mut h, &client);
+        set_forwarding_headers(&mut h, &client, Some(&host));
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
     }

@@ -33,16 +33,17 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use ipnet::IpNet;
 
 use self::connection::{ConnCtx, InFlight};
-use self::middleware::{ClientInfo, Rewritten};
+use self::middleware::Rewritten;
 use self::upstream::{BackendClients, UpstreamErrorKind, UpstreamFailure};
 use crate::access_log::{AccessLog, Pending};
-use crate::config::{Backend, BackendId, Config, Endpoint, Route, RouteId, Target};
+use crate::config::{Backend, BackendId, Config, Route, RouteId, Scheme, Target};
 use crate::metrics::{BackendHandles, EntryAddresses, Metrics, Observers};
 
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
@@ -51,6 +52,9 @@ pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 pub struct Live {
     pub config: Arc<Config>,
     pub clients: Vec<BackendClients>,
+    /// The authorities of each backend's endpoints (same order as `config.backends`, and within
+    /// one, as its endpoints; one for an ExternalName), made once per swap.
+    pub authorities: Vec<Vec<Authority>>,
     pub generation: u64,
     pub swapped_at: SystemTime,
     /// Metric handles and health stats of the routes and backends (same order as the config's).
@@ -171,11 +175,14 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
             "400 Bad Request: the Host header names another host than the request target\n".into(),
         );
     }
-    let host = request_host(&req).to_string();
+    // The host as a header value: a clone of the client's Host (shared bytes, no copy), so it
+    // can be borrowed while the request is taken apart, and sent on as is.
+    let host_value = request_host_value(&req);
+    let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
 
     // 2. force https, before routing: the path is the one the client sent.
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if let Some((status, location)) = entry_redirect(settings, conn.entry, req.method(), &host, path_and_query) {
+    if let Some((status, location)) = entry_redirect(settings, conn.entry, req.method(), host, path_and_query) {
         return redirect_or_bad_host(status, location);
     }
 
@@ -187,15 +194,15 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
 
     // 4. rewrite.
     let (route_id, path_and_query, forwarded_prefix, replaced_path) =
-        match route_request(config, settings, conn.entry, req.method(), &host, path, req.uri().query()) {
-            Routed::NoRoute => return not_found(&host, path),
+        match route_request(config, settings, conn.entry, req.method(), host, path, req.uri().query()) {
+            Routed::NoRoute => return not_found(host, path),
             Routed::Redirect { route, status, location, .. } => {
                 seen.route = Some(route);
                 return redirect_or_bad_host(status, location);
             }
             Routed::Forward { route, path_and_query, forwarded_prefix, replaced_path } => (
                 route,
-                path_and_query.into_owned(),
+                upstream_path(req.uri(), path_and_query),
                 forwarded_prefix.and_then(|p| HeaderValue::from_str(p).ok()),
                 replaced_path.and_then(|p| HeaderValue::from_str(p).ok()),
             ),
@@ -222,9 +229,15 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
             format!("503 Service Unavailable: backend {}: {}\n", backend.name, failure.detail),
         );
     };
-    let (mut authority, uri) = match target_uri(backend, chosen.endpoint, &path_and_query) {
-        Some(target) => target,
-        None => return text(StatusCode::BAD_REQUEST, "400 Bad Request: the rewritten URL is invalid\n".into()),
+    let authorities = live.authorities.get(route.backend).map_or(&[][..], Vec::as_slice);
+    let Some(path_and_query) = path_and_query else {
+        return text(StatusCode::BAD_REQUEST, "400 Bad Request: the rewritten URL is invalid\n".into());
+    };
+    let Some((mut authority, uri)) = target_uri(backend, authorities, chosen, &path_and_query) else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 Internal Server Error: no address for the endpoint\n".into(),
+        );
     };
 
     // 5. forward headers.
@@ -236,21 +249,18 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
     if parts.version == Version::HTTP_2 {
         middleware::join_cookies(headers);
     }
-    let client = ClientInfo {
-        ip: conn.peer.ip(),
-        proto: conn.entry.as_str(),
-        port: conn.local.port(),
-        host: &host,
-        trusted: middleware::is_trusted(conn.peer.ip(), &settings.trusted_proxies),
-    };
-    middleware::set_forwarding_headers(headers, &client);
+    middleware::set_forwarding_headers(headers, &ctx.client, host_value.as_ref());
     if let Some(prefix) = forwarded_prefix {
         headers.insert(middleware::X_FORWARDED_PREFIX, prefix);
     }
     if let Some(original) = replaced_path {
         headers.insert(middleware::X_REPLACED_PATH, original);
     }
-    match upstream_host(route, backend, &host).and_then(|h| HeaderValue::from_str(h).ok()) {
+    let upstream_host = match route.preserve_host {
+        true => host_value,
+        false => upstream_host(route, backend, host).and_then(|h| HeaderValue::from_str(h).ok()),
+    };
+    match upstream_host {
         Some(v) => {
             headers.insert(header::HOST, v);
         }
@@ -277,10 +287,10 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
     let (mut attempt, mut retry) = (chosen, retry);
     loop {
         let connect_failed = matches!(&sent, Err(Attempt { connect_failed: true, .. }));
-        note_endpoint(shared, backend, observer, attempt.index, &sent, &authority);
+        note_endpoint(shared, backend, observer, attempt.index, &sent, authority);
         let Some((method, headers)) = retry.take().filter(|_| connect_failed) else { break };
         let Some(next) = balance::pick(backend, health, now_ms, attempt.index) else { break };
-        let Some((next_authority, next_uri)) = target_uri(backend, next.endpoint, &path_and_query) else { break };
+        let Some((next_authority, next_uri)) = target_uri(backend, authorities, next, &path_and_query) else { break };
         tracing::debug!(backend = %backend.name, from = %authority, to = %next_authority, "retrying on another endpoint");
         if let Some(observer) = observer {
             observer.record_retry();
@@ -293,7 +303,7 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
         sent = send_upstream(client, request, wait).await;
     }
     if let Some(log) = seen.log.as_mut() {
-        log.address = Some(authority.clone());
+        log.address = Some(authority.to_string());
     }
     seen.upstream = Some(sent_at.elapsed());
     let now = shared.metrics.now(sent_at);
@@ -308,7 +318,7 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
             let target = format!("{}://{authority}", backend.transport.scheme.as_str());
             tracing::debug!(backend = %backend.name, %target, ?failure, "upstream request failed");
             if let Some(observer) = observer {
-                observer.record_error(now, failure.kind, failure.detail.clone(), Some(authority));
+                observer.record_error(now, failure.kind, failure.detail.clone(), Some(authority.to_string()));
             }
             return upstream_error(failure, &backend.name, &target);
         }
@@ -373,7 +383,7 @@ fn note_endpoint(
     observer: Option<&BackendHandles>,
     index: Option<usize>,
     sent: &Result<Response<Incoming>, Attempt>,
-    authority: &str,
+    authority: &Authority,
 ) {
     let Some(health) = index.and_then(|i| health_of(observer).get(i)) else { return };
     match sent {
@@ -394,14 +404,31 @@ fn health_of(observer: Option<&BackendHandles>) -> &[Arc<balance::EndpointHealth
     observer.map_or(&[][..], |o| &o.endpoints[..])
 }
 
-/// `ip:port` or `name:port`, and the URI to send upstream.
-fn target_uri(backend: &Backend, endpoint: Endpoint<'_>, path_and_query: &str) -> Option<(String, Uri)> {
-    let authority = match endpoint {
-        Endpoint::Socket(addr) => addr.to_string(),
-        Endpoint::Name(name, port) => format!("{name}:{port}"),
-    };
-    let uri = Uri::try_from(format!("{}://{authority}{path_and_query}", backend.transport.scheme.as_str())).ok()?;
-    Some((authority, uri))
+/// The authority (`ip:port` or `name:port`) of the chosen endpoint, and the URI to send upstream:
+/// built from parts made earlier (shared, not copied), so no allocation.
+fn target_uri<'a>(
+    backend: &Backend,
+    authorities: &'a [Authority],
+    chosen: balance::Chosen<'_>,
+    path_and_query: &PathAndQuery,
+) -> Option<(&'a Authority, Uri)> {
+    let authority = authorities.get(chosen.index.unwrap_or(0))?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(match backend.transport.scheme {
+        Scheme::Http => http::uri::Scheme::HTTP,
+        Scheme::Https => http::uri::Scheme::HTTPS,
+    });
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path_and_query.clone());
+    Some((authority, Uri::from_parts(parts).ok()?))
+}
+
+/// The path and query sent upstream: the client's own (shared, not copied) when unchanged.
+fn upstream_path(uri: &Uri, rewritten: Cow<'_, str>) -> Option<PathAndQuery> {
+    match uri.path_and_query() {
+        Some(original) if original.as_str() == rewritten => Some(original.clone()),
+        _ => PathAndQuery::try_from(rewritten.into_owned()).ok(),
+    }
 }
 
 /// Methods whose request may be sent twice (RFC 9110, 9.2.2).
@@ -628,6 +655,15 @@ fn authority_mismatch<B>(req: &Request<B>) -> bool {
     let target = authority.as_str().rsplit_once('@').map_or(authority.as_str(), |(_, h)| h);
     let Ok(host) = host.to_str() else { return true };
     !crate::router::strip_port(target).eq_ignore_ascii_case(crate::router::strip_port(host))
+}
+
+/// [`request_host`] as a header value; None when there is none (or it is empty).
+fn request_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(_) => HeaderValue::from_str(request_host(req)).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    }
+    .filter(|v| !v.is_empty() && v.to_str().is_ok())
 }
 
 fn redirect_or_bad_host(status: StatusCode, location: Option<String>) -> Response<ResponseBody> {

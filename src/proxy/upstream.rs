@@ -195,6 +195,21 @@ where
     }
 }
 
+/// The authorities requests to `target` are sent to, in the order of its endpoints (one for an
+/// ExternalName; none when unavailable).
+pub fn authorities(target: &crate::config::Target) -> Vec<http::uri::Authority> {
+    use crate::config::Target;
+    match target {
+        Target::Endpoints(addrs) => {
+            addrs.iter().filter_map(|a| http::uri::Authority::try_from(a.to_string()).ok()).collect()
+        }
+        Target::ExternalName { host, port } => {
+            http::uri::Authority::try_from(format!("{host}:{port}")).ok().into_iter().collect()
+        }
+        Target::Unavailable(_) => Vec::new(),
+    }
+}
+
 /// `--insecure-skip-verify` / `portier.io/insecure-skip-verify`: any certificate is accepted, but
 /// handshake signatures are still checked so the session is at least bound to that certificate.
 #[derive(Debug)]
