@@ -1,0 +1,293 @@
+//! Hostile manifests, end to end against the file provider: huge objects, thousands of paths,
+//! regex-like and invalid paths and hosts, duplicate names, wrong kinds, YAML bombs, non-UTF-8
+//! and binary files. Each is refused (or ignored, where Kubernetes tooling would ignore it) with a
+//! warning that names the file or Ingress and says why; the good routes of other files keep
+//! serving throughout, and a later good change still swaps in promptly.
+//!
+//! Decisions worth knowing:
+//! - Kinds portier does not read (Deployment, ConfigMap, …) are ignored without a warning: a
+//!   manifests folder is what `kubectl apply -f` takes, and that holds whole applications.
+//! - An Ingress in `extensions/v1beta1` or `networking.k8s.io/v1beta1` is refused with a warning
+//!   saying how to convert it. Both were removed in Kubernetes 1.22, so the Kubernetes provider
+//!   never sees them either; Traefik 1.7 read only `extensions/v1beta1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use portier::config::Warning;
+
+const HOST: &str = "good.test";
+/// How long a reload may take before it counts as a stall. Generous: the tests run unoptimised
+/// on a busy machine; a stall is a reload that never comes.
+const PROMPT: Duration = Duration::from_secs(20);
+
+/// A portier serving one good route (`/good` on `good.test`) from `good.yaml`.
+struct Scene {
+    portier: Portier,
+    _echo: Echo,
+    changes: AtomicU32,
+}
+
+impl Scene {
+    async fn start() -> Scene {
+        let echo = echo_http("good").await;
+        let good = format!("{}\n---\n{}", backend(&echo), good_ingress("good", "/good"));
+        let portier = Portier::start(&[("good.yaml", good)], &[]).await;
+        let scene = Scene { portier, _echo: echo, changes: AtomicU32::new(0) };
+        scene.assert_good_route_serves().await;
+        scene
+    }
+
+    fn write_bytes(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.portier.dir.path().join(name), bytes).unwrap();
+    }
+
+    /// Waits until a warning about `object` (a file name or `Ingress namespace/name`) says
+    /// `why`, and returns it.
+    async fn warning(&self, object: &str, why: &str) -> Warning {
+        let deadline = Instant::now() + PROMPT;
+        loop {
+            let config = self.portier.config();
+            if let Some(w) = config.warnings.iter().find(|w| w.object.contains(object) && w.message.contains(why)) {
+                return w.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no warning about {object} saying {why:?}; warnings: {:#?}",
+                config.warnings
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn warnings_about(&self, object: &str) -> Vec<Warning> {
+        self.portier.config().warnings.iter().filter(|w| w.object.contains(object)).cloned().collect()
+    }
+
+    async fn assert_good_route_serves(&self) {
+        let reply = get(self.portier.https(), Via::Tls(Some(HOST)), HOST, "/good/x").await;
+        assert_eq!(reply.status, 200, "the good route keeps serving: {}", reply.text());
+        assert_eq!(reply.json()["backend"], "good");
+    }
+
+    /// Adds a new file with a new route and waits until it serves: the table did not stall.
+    async fn assert_later_change_swaps_in(&self) {
+        let n = self.changes.fetch_add(1, Ordering::Relaxed);
+        let path = format!("/later{n}");
+        self.portier.write(&format!("later{n}.yaml"), &good_ingress(&format!("later{n}"), &path));
+        let started = Instant::now();
+        loop {
+            let reply = get(self.portier.https(), Via::Tls(Some(HOST)), HOST, &path).await;
+            if reply.status == 200 {
+                break;
+            }
+            assert!(
+                started.elapsed() < PROMPT,
+                "a later good change did not swap in: {} {}",
+                reply.status,
+                reply.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.assert_good_route_serves().await;
+    }
+
+    async fn status(&self, host: &str, path: &str) -> u16 {
+        get(self.portier.https(), Via::Tls(Some(HOST)), host, path).await.status
+    }
+}
+
+/// Service `good` (port 80) with an EndpointSlice pointing at the echo backend.
+fn backend(echo: &Echo) -> String {
+    service_with_slice("good", 80, "http", echo.port(), &[("127.0.0.1", true)])
+}
+
+fn good_ingress(name: &str, path: &str) -> String {
+    ingress(name, &[], Some(HOST), &[(path, "Prefix", "good", 80)])
+}
+
+/// An Ingress on `good.test` whose one rule has these raw YAML lines as `paths` items.
+fn ingress_with_paths(name: &str, host: &str, paths: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n{paths}"
+    )
+}
+
+fn path_item(path_yaml: &str) -> String {
+    format!("      - path: {path_yaml}\n        pathType: Prefix\n        backend: {{service: {{name: good, port: {{number: 80}}}}}}\n")
+}
+
+// ---------------------------------------------------------------- size
+
+#[tokio::test]
+async fn an_ingress_with_five_thousand_paths_is_served_and_lookups_still_work() {
+    let scene = Scene::start().await;
+    let paths: String = (0..5000).map(|i| path_item(&format!("/p{i}"))).collect();
+    scene.portier.write("many.yaml", &ingress_with_paths("many", HOST, &paths));
+    scene
+        .portier
+        .wait_for("5,000 routes", |c| c.routes.iter().filter(|r| r.ingress.name == "many").count() == 5000)
+        .await;
+
+    for i in [0, 1, 2500, 4999] {
+        let reply = get(scene.portier.https(), Via::Tls(Some(HOST)), HOST, &format!("/p{i}/deep?q=1")).await;
+        assert_eq!(reply.status, 200, "/p{i}: {}", reply.text());
+        assert_eq!(reply.json()["uri"], format!("/p{i}/deep?q=1"));
+    }
+    assert_eq!(scene.status(HOST, "/p5000").await, 404, "no path beyond the last");
+    assert_eq!(scene.status(HOST, "/p12345").await, 404);
+    assert!(scene.warnings_about("many").is_empty(), "{:#?}", scene.warnings_about("many"));
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}
+
+// ---------------------------------------------------------------- paths and hosts
+
+#[tokio::test]
+async fn invalid_paths_refuse_their_ingress_alone_saying_why() {
+    let scene = Scene::start().await;
+    let long = format!("/{}", "a".repeat(10_000));
+    // (Ingress name, path as YAML, what the warning says)
+    let refused = [
+        ("bracket", r#""[""#, "must start with '/'"),
+        ("relative", "foo/bar", "must start with '/'"),
+        ("star", r#""*""#, "must start with '/'"),
+        ("control", r#""/a\u0001b""#, "control characters"),
+        ("query", r#""/a?b=c""#, "'?'"),
+        ("space", r#""/a b""#, "spaces"),
+    ];
+    let mut file = String::new();
+    for (name, path, _) in &refused {
+        file.push_str(&ingress_with_paths(name, HOST, &path_item(path)));
+        file.push_str("---\n");
+    }
+    file.push_str(&ingress_with_paths("long", HOST, &path_item(&long)));
+    file.push_str("---\n");
+    file.push_str(&ingress_with_paths("percent", HOST, &path_item("/bad%zz")));
+    scene.portier.write("paths.yaml", &file);
+
+    for (name, _, why) in refused {
+        let w = scene.warning(&format!("Ingress default/{name}"), why).await;
+        assert!(w.refused, "{w:?}");
+        assert!(w.message.contains("path"), "the warning names the path: {w:?}");
+    }
+    // Kubernetes accepts these; they match literally.
+    assert_eq!(scene.status(HOST, &format!("{long}/x")).await, 200, "a 10,000-byte path is served");
+    assert_eq!(scene.status(HOST, "/bad%zz").await, 200, "an invalid percent-escape matches literally");
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}
+
+#[tokio::test]
+async fn invalid_hosts_refuse_their_ingress_alone_saying_why() {
+    let scene = Scene::start().await;
+    let long_label = format!("{}.example.com", "a".repeat(300));
+    let refused = [
+        ("double-wildcard", "\"*.*.example.com\""),
+        ("space", "\"exa mple.com\""),
+        ("trailing-dot", "\"example.com.\""),
+        ("long-label", long_label.as_str()),
+        ("port", "\"example.com:8080\""),
+        ("ipv6", "\"[::1]\""),
+    ];
+    let mut file = String::new();
+    for (name, host) in &refused {
+        file.push_str(&ingress_with_paths(name, host, &path_item(&format!("/{name}"))));
+        file.push_str("---\n");
+    }
+    file.push_str(&ingress_with_paths("upper", "UPPER.Example.COM", &path_item("/upper")));
+    scene.portier.write("hosts.yaml", &file);
+
+    for (name, _) in refused {
+        let w = scene.warning(&format!("Ingress default/{name}"), "host").await;
+        assert!(w.refused, "{w:?}");
+        assert!(w.message.len() < 400, "the warning quotes a long host briefly: {w:?}");
+    }
+    // Upper case is lower-cased, as DNS names compare without case.
+    scene.portier.wait_for("upper-case host served", |c| c.routes.iter().any(|r| r.ingress.name == "upper")).await;
+    assert_eq!(scene.status("upper.example.com", "/upper").await, 200);
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}
+
+// ---------------------------------------------------------------- names and kinds
+
+#[tokio::test]
+async fn duplicate_ingress_names_keep_the_first_and_warn_about_the_copy() {
+    let scene = Scene::start().await;
+    scene.portier.write(
+        "twice.yaml",
+        &format!("{}---\n{}", ingress_with_paths("twice", HOST, &path_item("/first")), {
+            ingress_with_paths("twice", HOST, &path_item("/second"))
+        }),
+    );
+    let w = scene.warning("twice.yaml", "Ingress default/twice").await;
+    assert!(w.refused && w.message.contains("ignored"), "{w:?}");
+    assert_eq!(scene.status(HOST, "/first").await, 200);
+    assert_eq!(scene.status(HOST, "/second").await, 404, "the second copy is not served");
+
+    // Across files: the file that sorts first wins; the other names it.
+    scene.portier.write("z-copy.yaml", &good_ingress("good", "/copy"));
+    let w = scene.warning("z-copy.yaml", "Ingress default/good").await;
+    assert!(w.message.contains("good.yaml"), "names the file with the first copy: {w:?}");
+    assert_eq!(scene.status(HOST, "/copy").await, 404);
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}
+
+// ---------------------------------------------------------------- YAML and bytes
+
+#[tokio::test]
+async fn billion_laughs_is_refused_quickly() {
+    let scene = Scene::start().await;
+    let mut bomb = String::from("a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"]) {
+        let refs = vec![format!("*{prev}"); 10].join(",");
+        bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    scene.portier.write("laughs.yaml", &bomb);
+    let w = scene.warning("laughs.yaml", "YAML").await;
+    assert!(w.refused, "{w:?}");
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}
+
+#[tokio::test]
+async fn deeply_nested_yaml_is_refused() {
+    let scene = Scene::start().await;
+    let depth = 20_000;
+    scene.portier.write("deep.yaml", &format!("{}{}", "[".repeat(depth), "]".repeat(depth)));
+    let w = scene.warning("deep.yaml", "recursion limit").await;
+    assert!(w.refused, "{w:?}");
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}
+
+#[tokio::test]
+async fn binary_and_control_character_files_are_refused() {
+    let scene = Scene::start().await;
+    let binary: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    scene.write_bytes("binary.yaml", &binary);
+    scene.write_bytes("nul.yaml", &[0; 64]);
+    let w = scene.warning("binary.yaml", "UTF-8").await;
+    assert!(w.refused, "{w:?}");
+    scene.warning("nul.yaml", "control characters").await;
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}
+
+#[tokio::test]
+async fn empty_files_and_bare_separators_are_quietly_empty() {
+    let scene = Scene::start().await;
+    scene.portier.write("empty.yaml", "");
+    scene.portier.write("dashes.yaml", "---\n");
+    scene.portier.write("many-dashes.yml", "---\n---\n# only a comment\n---\n");
+    scene.assert_later_change_swaps_in().await;
+    for name in ["empty.yaml", "dashes.yaml", "many-dashes.yml"] {
+        assert!(scene.warnings_about(name).is_empty(), "{name}: {:#?}", scene.warnings_about(name));
+    }
+}
