@@ -291,3 +291,16 @@ async fn empty_files_and_bare_separators_are_quietly_empty() {
         assert!(scene.warnings_about(name).is_empty(), "{name}: {:#?}", scene.warnings_about(name));
     }
 }
+
+#[tokio::test]
+async fn one_anchor_aliased_ten_thousand_times_is_refused_without_expanding_it() {
+    let scene = Scene::start().await;
+    // 50 KB of text that would expand to 10^8 values (tens of gigabytes) if aliases were copied
+    // without a limit. serde_yaml_ng's own limit on alias jumps does not catch it.
+    let bomb = format!("a: &a [{}]\nb: [{}]\n", "lol,".repeat(10_000), "*a,".repeat(10_000));
+    scene.portier.write("wide-bomb.yaml", &bomb);
+    let w = scene.warning("wide-bomb.yaml", "aliases").await;
+    assert!(w.refused && w.message.contains("expand"), "{w:?}");
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}

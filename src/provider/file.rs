@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use std::cell::Cell;
+
+use serde::de::{DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde_yaml_ng::Value;
 
 use crate::config::Warning;
 use crate::state::{ClusterState, Object};
@@ -21,11 +24,133 @@ pub struct ParsedManifest {
 /// kind portier reads that does not fit its schema is refused alone. Other kinds are ignored.
 pub fn parse_manifest(text: &str) -> Result<ParsedManifest, String> {
     let mut parsed = ParsedManifest::default();
+    let budget = Cell::new(text.len().saturating_mul(EXPANSION_PER_BYTE).saturating_add(EXPANSION_ALLOWANCE));
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml_ng::Value::deserialize(document).map_err(|e| format!("YAML: {e}"))?;
+        let value = Bounded { budget: &budget }.deserialize(document).map_err(|e| format!("YAML: {e}"))?;
         collect(value, &format!("document {}", index + 1), &mut parsed);
     }
     Ok(parsed)
+}
+
+/// Aliases (`*name`) repeat what their anchor (`&name`) holds, so a few kilobytes of YAML can
+/// expand to gigabytes. serde_yaml_ng caps the number of alias jumps, which stops the nested
+/// "billion laughs", but one jump may copy a large anchored sequence, so a flat file of one
+/// anchor and many aliases still grows with the square of its size (20 KB took a minute and
+/// gigabytes). Expanded values are therefore paid for from a budget: one unit per node and per
+/// byte of string. Without aliases a text never needs more than this per byte of it (a node
+/// takes at least a byte, an escape at most grows a string by half).
+const EXPANSION_PER_BYTE: usize = 4;
+/// What aliases may add beyond that: enough for anchors used as intended (shared labels, a
+/// certificate repeated a few times), far from a bomb.
+const EXPANSION_ALLOWANCE: usize = 256 * 1024;
+
+/// Builds a `serde_yaml_ng::Value` as its own `Deserialize` does, charging every node and string
+/// to a budget, and fails as soon as the budget is spent.
+#[derive(Clone, Copy)]
+struct Bounded<'a> {
+    budget: &'a Cell<usize>,
+}
+
+impl Bounded<'_> {
+    fn charge<E: serde::de::Error>(self, units: usize) -> Result<(), E> {
+        match self.budget.get().checked_sub(units) {
+            Some(left) => {
+                self.budget.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(
+                "its aliases (*name) expand it far beyond its own size (a \"billion laughs\"?); write the values out",
+            )),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Value, E> {
+        self.charge(1)?;
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Value, E> {
+        self.charge(1)?;
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Value, E> {
+        self.charge(1)?;
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Value, E> {
+        self.charge(1)?;
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        self.charge(1 + s.len())?;
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
+        self.charge(1 + s.len())?;
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.charge(1)?;
+        Ok(Value::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        self.charge(1)?;
+        let mut sequence = Vec::new();
+        while let Some(item) = items.next_element_seed(self)? {
+            sequence.push(item);
+        }
+        Ok(Value::Sequence(sequence))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Value, A::Error> {
+        self.charge(1)?;
+        let mut mapping = serde_yaml_ng::Mapping::new();
+        while let Some(key) = entries.next_key_seed(self)? {
+            if mapping.contains_key(&key) {
+                let which = match &key {
+                    Value::String(s) => format!("with key {s:?}"),
+                    Value::Number(n) => format!("with key {n}"),
+                    Value::Bool(b) => format!("with key `{b}`"),
+                    Value::Null => "with null key".into(),
+                    _ => "in YAML map".into(),
+                };
+                return Err(serde::de::Error::custom(format!("duplicate entry {which}")));
+            }
+            let value = entries.next_value_seed(self)?;
+            mapping.insert(key, value);
+        }
+        Ok(Value::Mapping(mapping))
+    }
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        let (tag, contents): (String, _) = data.variant()?;
+        if tag.is_empty() {
+            return Err(serde::de::Error::custom("empty YAML tag is not allowed"));
+        }
+        let value = contents.newtype_variant_seed(self)?;
+        Ok(Value::Tagged(Box::new(serde_yaml_ng::value::TaggedValue {
+            tag: serde_yaml_ng::value::Tag::new(tag),
+            value,
+        })))
+    }
 }
 
 fn collect(value: serde_yaml_ng::Value, at: &str, out: &mut ParsedManifest) {
@@ -280,6 +405,40 @@ metadata: {name: good}
         assert_eq!(parsed.refused.len(), 2);
         assert!(parsed.refused[0].contains("document 1") && parsed.refused[0].contains("networking.k8s.io/v1"));
         assert!(parsed.refused[1].contains("document 2") && parsed.refused[1].contains("\"bad\""));
+    }
+
+    #[test]
+    fn anchors_and_aliases_used_as_intended_still_work() {
+        // Anchors live within one document, so both Services are items of one List.
+        let text = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: a, labels: &labels {app: web, tier: front}}
+  spec: {ports: [&port {name: http, port: 80}]}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: b, labels: *labels, annotations: {note: !custom tagged}}
+  spec: {ports: [*port]}
+"#;
+        let parsed = parse_manifest(text).unwrap();
+        assert!(parsed.refused.is_empty(), "{:?}", parsed.refused);
+        let Object::Service(b) = &parsed.objects[1] else { panic!("a Service") };
+        assert_eq!(b.metadata.labels.as_ref().unwrap()["tier"], "front");
+        assert_eq!(b.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 80);
+        assert!(parse_manifest("a: 1\na: 2\n").unwrap_err().contains("duplicate entry with key \"a\""));
+    }
+
+    #[test]
+    fn aliases_that_expand_far_beyond_the_text_are_refused() {
+        // One anchored sequence of 10,000 items, aliased 10,000 times: 50 KB of text, 10^8 nodes.
+        let text = format!("a: &a [{}]\nb: [{}]\n", "x,".repeat(10_000), "*a,".repeat(10_000));
+        let started = std::time::Instant::now();
+        let err = parse_manifest(&text).unwrap_err();
+        assert!(err.contains("aliases") && err.contains("expand"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "refused without expanding it all");
     }
 
     #[test]
