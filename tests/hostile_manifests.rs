@@ -304,3 +304,27 @@ async fn one_anchor_aliased_ten_thousand_times_is_refused_without_expanding_it()
     scene.assert_good_route_serves().await;
     scene.assert_later_change_swaps_in().await;
 }
+
+#[tokio::test]
+async fn a_file_turned_non_utf8_keeps_its_routes_and_the_warning_gives_the_line() {
+    let scene = Scene::start().await;
+    let text = good_ingress("latin", "/latin");
+    scene.portier.write("latin.yaml", &text);
+    scene.portier.wait_for("/latin served", |c| c.routes.iter().any(|r| r.path == "/latin")).await;
+
+    // Saved as Latin-1: "café" in a comment on line 2. (A write caught half-way can also end
+    // inside a multi-byte character.)
+    let mut latin1 = b"# owner:\n# caf\xe9\n".to_vec();
+    latin1.extend_from_slice(text.as_bytes());
+    scene.write_bytes("latin.yaml", &latin1);
+    let w = scene.warning("latin.yaml", "not UTF-8").await;
+    assert!(w.message.contains("line 2") && w.message.contains("previous contents are kept"), "{w:?}");
+    assert_eq!(scene.status(HOST, "/latin").await, 200, "the last good contents keep serving");
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+
+    // Fixed: the warning goes.
+    scene.portier.write("latin.yaml", &format!("# owner:\n# café\n{text}"));
+    scene.portier.wait_for("warning gone", |c| !c.warnings.iter().any(|w| w.object.contains("latin.yaml"))).await;
+    assert_eq!(scene.status(HOST, "/latin").await, 200);
+}

@@ -241,34 +241,32 @@ impl ManifestSource {
         for file in files {
             let display = file.display().to_string();
             let warn = |message: String, refused: bool| Warning { object: format!("file {display}"), message, refused };
-            let objects = match std::fs::read(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string()))
-            {
-                Err(e) => {
-                    warnings.push(warn(format!("cannot read: {e}"), true));
-                    continue;
-                }
-                Ok(text) if text.trim().is_empty() && self.looks_mid_write(&file) => {
+            // A file that cannot be read, is not UTF-8 or is not valid YAML keeps its last good
+            // objects: a write caught half-way can end inside a multi-byte character.
+            let parsed = match read_text(&file) {
+                Ok(text) if text.trim().is_empty() && self.looks_mid_write(&file) => None,
+                Ok(text) => Some(parse_manifest(&text)),
+                Err(e) => Some(Err(e)),
+            };
+            let objects = match parsed {
+                None => {
                     self.unsettled = true;
                     self.last_good.get(&file).cloned().unwrap_or_default()
                 }
-                Ok(text) => match parse_manifest(&text) {
-                    Ok(parsed) => {
-                        self.emptied.remove(&file);
-                        for reason in parsed.refused {
-                            warnings.push(warn(reason, true));
-                        }
-                        self.last_good.insert(file.clone(), parsed.objects.clone());
-                        parsed.objects
+                Some(Ok(parsed)) => {
+                    self.emptied.remove(&file);
+                    for reason in parsed.refused {
+                        warnings.push(warn(reason, true));
                     }
-                    Err(e) => {
-                        let kept = self.last_good.get(&file).cloned().unwrap_or_default();
-                        let note = if kept.is_empty() { "" } else { "; its previous contents are kept" };
-                        warnings.push(warn(format!("{e}{note}"), true));
-                        kept
-                    }
-                },
+                    self.last_good.insert(file.clone(), parsed.objects.clone());
+                    parsed.objects
+                }
+                Some(Err(e)) => {
+                    let kept = self.last_good.get(&file).cloned().unwrap_or_default();
+                    let note = if kept.is_empty() { "" } else { "; its previous contents are kept" };
+                    warnings.push(warn(format!("{e}{note}"), true));
+                    kept
+                }
             };
             for object in objects {
                 let id = (object.kind(), object.key());
@@ -297,6 +295,16 @@ impl ManifestSource {
         self.emptied.remove(file);
         false
     }
+}
+
+/// The file's text, or why it cannot be had.
+fn read_text(file: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+        format!("it is not UTF-8 text (the first invalid byte is on line {line}); save it as UTF-8")
+    })
 }
 
 fn list_yaml(dir: &Path, out: &mut Vec<PathBuf>, warnings: &mut Vec<Warning>) {
@@ -462,6 +470,21 @@ items:
         std::fs::remove_file(&file).unwrap();
         let (state, _) = source.load();
         assert!(state.services.is_empty());
+    }
+
+    #[test]
+    fn unreadable_or_non_utf8_file_keeps_its_last_good_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+        let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]).unwrap();
+        assert_eq!(source.load().0.services.len(), 1);
+        std::fs::write(&file, b"apiVersion: v1\nkind: Service\nmetadata: {name: \xe9}\n").unwrap();
+        for _ in 0..2 {
+            let (state, warnings) = source.load();
+            assert_eq!(state.services.len(), 1, "last good contents kept, on every load");
+            assert!(warnings[0].message.contains("line 3") && warnings[0].message.contains("kept"), "{warnings:?}");
+        }
     }
 
     #[test]
