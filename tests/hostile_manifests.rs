@@ -328,3 +328,22 @@ async fn a_file_turned_non_utf8_keeps_its_routes_and_the_warning_gives_the_line(
     scene.portier.wait_for("warning gone", |c| !c.warnings.iter().any(|w| w.object.contains("latin.yaml"))).await;
     assert_eq!(scene.status(HOST, "/latin").await, 200);
 }
+
+#[tokio::test]
+async fn a_ten_megabyte_file_is_served_and_later_changes_still_swap_in() {
+    let scene = Scene::start().await;
+    // A bundle: a ConfigMap holding 10 MB (ignored: portier does not read ConfigMaps) and an
+    // Ingress portier serves.
+    let blob = "x".repeat(10 << 20);
+    let bundle = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata:\n  blob: {blob}\n---\n{}",
+        good_ingress("bundled", "/bundled")
+    );
+    scene.portier.write("bundle.yaml", &bundle);
+    scene.portier.wait_for("/bundled served", |c| c.routes.iter().any(|r| r.path == "/bundled")).await;
+    assert_eq!(scene.status(HOST, "/bundled").await, 200);
+    assert!(scene.warnings_about("bundle.yaml").is_empty(), "{:#?}", scene.warnings_about("bundle.yaml"));
+    // Each later change reads every file again, but parses only what changed.
+    scene.assert_later_change_swaps_in().await;
+    scene.assert_later_change_swaps_in().await;
+}

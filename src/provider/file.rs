@@ -14,7 +14,7 @@ use crate::config::Warning;
 use crate::state::{ClusterState, Object};
 
 /// Objects read from one manifest text, and what was refused in it (document index, reason).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ParsedManifest {
     pub objects: Vec<Object>,
     pub refused: Vec<String>,
@@ -200,6 +200,11 @@ pub struct ManifestSource {
     /// writing, so the first empty read keeps the old objects and asks for another look.
     emptied: std::collections::HashSet<PathBuf>,
     unsettled: bool,
+    /// Each file's last parse, by a hash of its text: an unchanged file is not parsed again, so
+    /// a large one costs once, not on every change to any file.
+    parsed: HashMap<PathBuf, (u64, Result<ParsedManifest, String>)>,
+    /// Files parsed by the last load (the others were unchanged).
+    last_parsed: usize,
 }
 
 impl ManifestSource {
@@ -208,7 +213,14 @@ impl ManifestSource {
         for root in &roots {
             std::fs::metadata(root).map_err(|e| format!("--manifests {}: {e}", root.display()))?;
         }
-        Ok(Self { roots, last_good: HashMap::new(), emptied: Default::default(), unsettled: false })
+        Ok(Self {
+            roots,
+            last_good: HashMap::new(),
+            emptied: Default::default(),
+            unsettled: false,
+            parsed: HashMap::new(),
+            last_parsed: 0,
+        })
     }
 
     /// True when the last load kept old contents for a file that looked mid-write: load again
@@ -224,6 +236,7 @@ impl ManifestSource {
     /// Reads every file now. Returns the merged state and the warnings for what was refused.
     pub fn load(&mut self) -> (ClusterState, Vec<Warning>) {
         self.unsettled = false;
+        self.last_parsed = 0;
         let mut warnings = Vec::new();
         let mut files = Vec::new();
         for root in &self.roots {
@@ -245,7 +258,7 @@ impl ManifestSource {
             // objects: a write caught half-way can end inside a multi-byte character.
             let parsed = match read_text(&file) {
                 Ok(text) if text.trim().is_empty() && self.looks_mid_write(&file) => None,
-                Ok(text) => Some(parse_manifest(&text)),
+                Ok(text) => Some(self.parse(&file, &text)),
                 Err(e) => Some(Err(e)),
             };
             let objects = match parsed {
@@ -283,7 +296,27 @@ impl ManifestSource {
             seen.insert(file, ());
         }
         self.last_good.retain(|path, _| seen.contains_key(path));
+        self.parsed.retain(|path, _| seen.contains_key(path));
+        tracing::debug!(files = seen.len(), parsed = self.last_parsed, "manifests read");
         (state, warnings)
+    }
+
+    /// `parse_manifest`, or its result from the last load when the text is the same.
+    fn parse(&mut self, file: &Path, text: &str) -> Result<ParsedManifest, String> {
+        use std::hash::{Hash, Hasher};
+        // SipHash: a change that keeps the hash equal is a 1 in 2^64 accident.
+        let mut hasher = std::hash::DefaultHasher::new();
+        text.hash(&mut hasher);
+        let hash = hasher.finish();
+        if let Some((cached, result)) = self.parsed.get(file) {
+            if *cached == hash {
+                return result.clone();
+            }
+        }
+        self.last_parsed += 1;
+        let result = parse_manifest(text);
+        self.parsed.insert(file.to_path_buf(), (hash, result.clone()));
+        result
     }
 
     /// An empty file that held objects is taken as mid-write once; found empty again, it is empty.
@@ -485,6 +518,29 @@ items:
             assert_eq!(state.services.len(), 1, "last good contents kept, on every load");
             assert!(warnings[0].message.contains("line 3") && warnings[0].message.contains("kept"), "{warnings:?}");
         }
+    }
+
+    #[test]
+    fn unchanged_files_are_not_parsed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = |name: &str| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n");
+        std::fs::write(dir.path().join("big.yaml"), svc("big")).unwrap();
+        std::fs::write(dir.path().join("bad.yaml"), "a: [").unwrap();
+        std::fs::write(dir.path().join("small.yaml"), svc("small")).unwrap();
+        let mut source = ManifestSource::new(vec![dir.path().to_path_buf()]).unwrap();
+        let (first, first_warnings) = source.load();
+        assert_eq!(source.last_parsed, 3);
+        std::fs::write(dir.path().join("small.yaml"), svc("changed")).unwrap();
+        let (state, warnings) = source.load();
+        assert_eq!(source.last_parsed, 1, "only the changed file is parsed");
+        assert!(state.services.contains_key(&crate::state::ObjectKey::new("default", "changed")));
+        assert_eq!(state.services.len(), first.services.len());
+        assert_eq!(warnings, first_warnings, "the unchanged broken file is still reported");
+        std::fs::remove_file(dir.path().join("big.yaml")).unwrap();
+        source.load();
+        std::fs::write(dir.path().join("big.yaml"), svc("big")).unwrap();
+        assert_eq!(source.load().0.services.len(), 2);
+        assert_eq!(source.last_parsed, 1, "a file removed and written again is parsed again");
     }
 
     #[test]
