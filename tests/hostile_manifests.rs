@@ -347,3 +347,20 @@ async fn a_ten_megabyte_file_is_served_and_later_changes_still_swap_in() {
     scene.assert_later_change_swaps_in().await;
     scene.assert_later_change_swaps_in().await;
 }
+
+#[tokio::test]
+async fn a_file_over_the_size_limit_is_refused_unread_and_its_last_contents_kept() {
+    let scene = Scene::start().await;
+    scene.portier.write("growing.yaml", &good_ingress("growing", "/growing"));
+    scene.portier.wait_for("/growing served", |c| c.routes.iter().any(|r| r.path == "/growing")).await;
+
+    let limit = portier::provider::file::MAX_MANIFEST_BYTES as usize;
+    let padding = "#".repeat(limit);
+    scene.portier.write("growing.yaml", &format!("{}\n{padding}\n", good_ingress("growing", "/growing")));
+    let w = scene.warning("growing.yaml", "split it").await;
+    assert!(w.refused && w.message.contains("more than the 16 MiB"), "{w:?}");
+    assert!(w.message.contains("previous contents are kept"), "{w:?}");
+    assert_eq!(scene.status(HOST, "/growing").await, 200);
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}

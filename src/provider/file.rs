@@ -330,9 +330,31 @@ impl ManifestSource {
     }
 }
 
+/// Largest manifest file read. Reading and parsing take memory and time in proportion to the
+/// size (several times the text, and seconds for the largest), and reloads wait for them; 16 MiB
+/// holds the largest bundles in common use (prometheus-operator's is under 5 MiB).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
 /// The file's text, or why it cannot be had.
 fn read_text(file: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    use std::io::Read;
+    let too_large = |size: u64| {
+        format!(
+            "it is {size} bytes, more than the {} MiB ({MAX_MANIFEST_BYTES} bytes) portier reads from one manifest file; split it into several files",
+            MAX_MANIFEST_BYTES >> 20
+        )
+    };
+    let opened = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    let size = opened.metadata().map_err(|e| format!("cannot read: {e}"))?.len();
+    if size > MAX_MANIFEST_BYTES {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::new();
+    // It may grow while read: never take more than the limit.
+    opened.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
