@@ -364,3 +364,20 @@ async fn a_file_over_the_size_limit_is_refused_unread_and_its_last_contents_kept
     scene.assert_good_route_serves().await;
     scene.assert_later_change_swaps_in().await;
 }
+
+#[tokio::test]
+async fn an_ingress_with_a_five_megabyte_annotation_is_refused_as_kubernetes_would() {
+    let scene = Scene::start().await;
+    let blob = "b".repeat(5 << 20);
+    let huge = ingress("huge", &[("example.com/blob", blob.as_str())], Some(HOST), &[("/huge", "Prefix", "good", 80)]);
+    let fine = good_ingress("beside-huge", "/beside-huge");
+    scene.portier.write("huge.yaml", &format!("{huge}\n---\n{fine}"));
+    let w = scene.warning("huge.yaml", "annotations take").await;
+    assert!(w.refused, "{w:?}");
+    assert!(w.message.contains("\"huge\"") && w.message.contains("example.com/blob"), "names the Ingress: {w:?}");
+    assert!(w.message.len() < 400, "the value is not repeated: {} bytes", w.message.len());
+    assert_eq!(scene.status(HOST, "/huge").await, 404);
+    assert_eq!(scene.status(HOST, "/beside-huge").await, 200, "the other Ingress of the file serves");
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}

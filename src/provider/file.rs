@@ -185,9 +185,26 @@ fn collect(value: serde_yaml_ng::Value, at: &str, out: &mut ParsedManifest) {
         Ok(object) if name.is_empty() => {
             out.refused.push(format!("{label}: {} has no metadata.name", object.kind()));
         }
+        Ok(object) if annotation_bytes(&object) > MAX_ANNOTATION_BYTES => {
+            let annotations = object.metadata().annotations.iter().flatten();
+            let largest = annotations.max_by_key(|(k, v)| k.len() + v.len()).map(|(k, _)| k.as_str());
+            out.refused.push(format!(
+                "{label}: its annotations take {} bytes, more than the {MAX_ANNOTATION_BYTES} Kubernetes allows in total (the largest is {})",
+                annotation_bytes(&object),
+                largest.unwrap_or_default()
+            ));
+        }
         Ok(object) => out.objects.push(object),
         Err(e) => out.refused.push(format!("{label}: {e}")),
     }
+}
+
+/// Kubernetes' limit on the total size of an object's annotations (keys and values): the API
+/// server refuses larger objects, so the same objects from files are refused too.
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+fn annotation_bytes(object: &Object) -> usize {
+    object.metadata().annotations.iter().flatten().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// The manifests named by `--manifests`, with the last good objects of each file: a file caught
