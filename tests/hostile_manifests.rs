@@ -381,3 +381,34 @@ async fn an_ingress_with_a_five_megabyte_annotation_is_refused_as_kubernetes_wou
     scene.assert_good_route_serves().await;
     scene.assert_later_change_swaps_in().await;
 }
+
+#[tokio::test]
+async fn wrong_kinds_are_ignored_or_refused_and_only_non_objects_and_old_ingresses_warn() {
+    let scene = Scene::start().await;
+    let docs = [
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\nspec: {replicas: 1}\n".to_string(),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n".to_string(),
+        "apiVersion: v1\nmetadata: {name: no-kind}\n".to_string(),
+        "kind: Service\nmetadata: {name: no-api-version}\n".to_string(),
+        "just some text\n".to_string(),
+        "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\nspec:\n  rules:\n  - http:\n      paths:\n      - {path: /old, backend: {serviceName: good, servicePort: 80}}\n".to_string(),
+        "apiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {name: older}\nspec: {}\n".to_string(),
+        good_ingress("current", "/current"),
+    ];
+    scene.portier.write("kinds.yaml", &docs.join("---\n"));
+    scene.portier.wait_for("/current served", |c| c.routes.iter().any(|r| r.path == "/current")).await;
+
+    let mut messages: Vec<String> = scene.warnings_about("kinds.yaml").into_iter().map(|w| w.message).collect();
+    messages.sort();
+    assert_eq!(messages.len(), 5, "{messages:#?}");
+    assert!(messages[0].starts_with("document 3 (object \"no-kind\"): it has no kind"), "{messages:#?}");
+    assert!(messages[1].starts_with("document 4 (Service \"no-api-version\"): it has no apiVersion"), "{messages:#?}");
+    assert!(messages[2].starts_with("document 5: it is not a Kubernetes object"), "{messages:#?}");
+    for (message, version) in messages[3..].iter().zip(["extensions/v1beta1", "networking.k8s.io/v1beta1"]) {
+        assert!(message.contains(version) && message.contains("removed in Kubernetes 1.22"), "{message}");
+        assert!(message.contains("backend.service.name"), "says how to convert: {message}");
+    }
+    assert_eq!(scene.status(HOST, "/old").await, 404);
+    scene.assert_good_route_serves().await;
+    scene.assert_later_change_swaps_in().await;
+}

@@ -21,7 +21,9 @@ pub struct ParsedManifest {
 }
 
 /// Parses a multi-document YAML text. A syntax error fails the whole text; a document of a
-/// kind portier reads that does not fit its schema is refused alone. Other kinds are ignored.
+/// kind portier reads that does not fit its schema is refused alone, and so is one that is not a
+/// Kubernetes object at all (no apiVersion or kind). Other kinds are ignored, as a folder may
+/// hold a whole application.
 pub fn parse_manifest(text: &str) -> Result<ParsedManifest, String> {
     let mut parsed = ParsedManifest::default();
     let budget = Cell::new(text.len().saturating_mul(EXPANSION_PER_BYTE).saturating_add(EXPANSION_ALLOWANCE));
@@ -157,11 +159,15 @@ fn collect(value: serde_yaml_ng::Value, at: &str, out: &mut ParsedManifest) {
     if value.is_null() {
         return;
     }
+    if !value.is_mapping() {
+        out.refused.push(format!("{at}: it is not a Kubernetes object (a mapping with apiVersion and kind)"));
+        return;
+    }
     let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     let name =
         value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
-    let label = format!("{at} ({kind} {name:?})");
+    let label = format!("{at} ({} {name:?})", if kind.is_empty() { "object" } else { kind.as_str() });
     fn typed<T: serde::de::DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<Arc<T>, String> {
         serde_yaml_ng::from_value(value).map(Arc::new).map_err(|e| e.to_string())
     }
@@ -174,7 +180,21 @@ fn collect(value: serde_yaml_ng::Value, at: &str, out: &mut ParsedManifest) {
             }
             return;
         }
+        ("", _) | (_, "") => {
+            let missing = match (api_version.is_empty(), kind.is_empty()) {
+                (true, true) => "apiVersion and kind",
+                (true, false) => "apiVersion",
+                _ => "kind",
+            };
+            out.refused.push(format!("{label}: it has no {missing}, so it is not a Kubernetes object"));
+            return;
+        }
         ("networking.k8s.io/v1", "Ingress") => typed(value).map(Object::Ingress),
+        (old @ ("extensions/v1beta1" | "networking.k8s.io/v1beta1"), "Ingress") => Err(format!(
+            "apiVersion {old} was removed in Kubernetes 1.22; portier reads networking.k8s.io/v1 (to convert: \
+             backend.serviceName and servicePort become backend.service.name and port.number or port.name, \
+             and each path needs a pathType)"
+        )),
         (other, "Ingress") => Err(format!("apiVersion {other:?} is not supported; use networking.k8s.io/v1")),
         ("v1", "Service") => typed(value).map(Object::Service),
         ("v1", "Secret") => typed(value).map(Object::Secret),
