@@ -151,6 +151,7 @@ async fn an_ingress_with_five_thousand_paths_is_served_and_lookups_still_work() 
 async fn invalid_paths_refuse_their_ingress_alone_saying_why() {
     let scene = Scene::start().await;
     let long = format!("/{}", "a".repeat(10_000));
+    let huge_relative = "r".repeat(100_000);
     // (Ingress name, path as YAML, what the warning says)
     let refused = [
         ("bracket", r#""[""#, "must start with '/'"),
@@ -159,6 +160,7 @@ async fn invalid_paths_refuse_their_ingress_alone_saying_why() {
         ("control", r#""/a\u0001b""#, "control characters"),
         ("query", r#""/a?b=c""#, "'?'"),
         ("space", r#""/a b""#, "spaces"),
+        ("huge-relative", huge_relative.as_str(), "(100000 bytes) must start with '/'"),
     ];
     let mut file = String::new();
     for (name, path, _) in &refused {
@@ -174,6 +176,7 @@ async fn invalid_paths_refuse_their_ingress_alone_saying_why() {
         let w = scene.warning(&format!("Ingress default/{name}"), why).await;
         assert!(w.refused, "{w:?}");
         assert!(w.message.contains("path"), "the warning names the path: {w:?}");
+        assert!(w.message.len() < 400, "a long path is quoted briefly: {} bytes", w.message.len());
     }
     // Kubernetes accepts these; they match literally.
     assert_eq!(scene.status(HOST, &format!("{long}/x")).await, 200, "a 10,000-byte path is served");
@@ -185,26 +188,31 @@ async fn invalid_paths_refuse_their_ingress_alone_saying_why() {
 #[tokio::test]
 async fn invalid_hosts_refuse_their_ingress_alone_saying_why() {
     let scene = Scene::start().await;
-    let long_label = format!("{}.example.com", "a".repeat(300));
+    let label_300 = format!("{}.example.com", "a".repeat(300));
+    let label_64 = format!("{}.example.com", "a".repeat(64));
+    let huge_host = "h".repeat(100_000);
+    // (Ingress name, host as YAML, what the warning says)
     let refused = [
-        ("double-wildcard", "\"*.*.example.com\""),
-        ("space", "\"exa mple.com\""),
-        ("trailing-dot", "\"example.com.\""),
-        ("long-label", long_label.as_str()),
-        ("port", "\"example.com:8080\""),
-        ("ipv6", "\"[::1]\""),
+        ("double-wildcard", "\"*.*.example.com\"", "contains '*'"),
+        ("space", "\"exa mple.com\"", "contains ' '"),
+        ("trailing-dot", "\"example.com.\"", "empty label"),
+        ("label-300", label_300.as_str(), "longer than 253"),
+        ("label-64", label_64.as_str(), "a label is longer than 63"),
+        ("huge", huge_host.as_str(), "longer than 253"),
+        ("port", "\"example.com:8080\"", "contains ':'"),
+        ("ipv6", "\"[::1]\"", "contains '['"),
     ];
     let mut file = String::new();
-    for (name, host) in &refused {
+    for (name, host, _) in &refused {
         file.push_str(&ingress_with_paths(name, host, &path_item(&format!("/{name}"))));
         file.push_str("---\n");
     }
     file.push_str(&ingress_with_paths("upper", "UPPER.Example.COM", &path_item("/upper")));
     scene.portier.write("hosts.yaml", &file);
 
-    for (name, _) in refused {
-        let w = scene.warning(&format!("Ingress default/{name}"), "host").await;
-        assert!(w.refused, "{w:?}");
+    for (name, _, why) in refused {
+        let w = scene.warning(&format!("Ingress default/{name}"), why).await;
+        assert!(w.refused && w.message.contains("not a valid DNS name"), "{w:?}");
         assert!(w.message.len() < 400, "the warning quotes a long host briefly: {w:?}");
     }
     // Upper case is lower-cased, as DNS names compare without case.

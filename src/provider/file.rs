@@ -10,7 +10,7 @@ use std::cell::Cell;
 use serde::de::{DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 use serde_yaml_ng::Value;
 
-use crate::config::Warning;
+use crate::config::{quoted, Warning};
 use crate::state::{ClusterState, Object};
 
 /// Objects read from one manifest text, and what was refused in it (document index, reason).
@@ -167,7 +167,7 @@ fn collect(value: serde_yaml_ng::Value, at: &str, out: &mut ParsedManifest) {
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     let name =
         value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
-    let label = format!("{at} ({} {name:?})", if kind.is_empty() { "object" } else { kind.as_str() });
+    let label = format!("{at} ({} {})", if kind.is_empty() { "object" } else { kind.as_str() }, quoted(&name));
     fn typed<T: serde::de::DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<Arc<T>, String> {
         serde_yaml_ng::from_value(value).map(Arc::new).map_err(|e| e.to_string())
     }
@@ -195,7 +195,7 @@ fn collect(value: serde_yaml_ng::Value, at: &str, out: &mut ParsedManifest) {
              backend.serviceName and servicePort become backend.service.name and port.number or port.name, \
              and each path needs a pathType)"
         )),
-        (other, "Ingress") => Err(format!("apiVersion {other:?} is not supported; use networking.k8s.io/v1")),
+        (other, "Ingress") => Err(format!("apiVersion {} is not supported; use networking.k8s.io/v1", quoted(other))),
         ("v1", "Service") => typed(value).map(Object::Service),
         ("v1", "Secret") => typed(value).map(Object::Secret),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value).map(Object::EndpointSlice),
