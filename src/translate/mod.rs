@@ -267,7 +267,7 @@ fn draft(
     for (rule_index, rule) in spec.rules.iter().flatten().enumerate() {
         let host = match rule.host.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
             None => None,
-            Some(h) => Some(valid_host(h)?),
+            Some(h) => Some(ingress_host(h)?),
         };
         let Some(http) = rule.http.as_ref() else { continue };
         for (path_index, path) in http.paths.iter().enumerate() {
@@ -362,6 +362,19 @@ pub(crate) fn valid_host(host: &str) -> Result<String, String> {
         None => Ok(lower),
         Some(problem) => Err(format!("host {} is not a valid DNS name (or *.wildcard): {problem}", quoted(host))),
     }
+}
+
+/// An Ingress rule's host: a DNS name, not an IP address (Kubernetes refuses IPs there too; a
+/// rule without host is the way to match requests by address).
+fn ingress_host(host: &str) -> Result<String, String> {
+    let host = valid_host(host)?;
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(format!(
+            "host {} is an IP address; Ingress hosts are DNS names (leave the host out to match requests by address)",
+            quoted(&host)
+        ));
+    }
+    Ok(host)
 }
 
 /// Match kind, rule type, rewrite and normalised path of one Ingress path.
