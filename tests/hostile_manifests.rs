@@ -170,6 +170,10 @@ async fn invalid_paths_refuse_their_ingress_alone_saying_why() {
     file.push_str(&ingress_with_paths("long", HOST, &path_item(&long)));
     file.push_str("---\n");
     file.push_str(&ingress_with_paths("percent", HOST, &path_item("/bad%zz")));
+    for (name, path) in [("regex", "/(.*)"), ("glob", "/files/*"), ("template", "/api/{id:[0-9]+}")] {
+        file.push_str("---\n");
+        file.push_str(&ingress_with_paths(name, HOST, &path_item(&format!("{path:?}"))));
+    }
     scene.portier.write("paths.yaml", &file);
 
     for (name, _, why) in refused {
@@ -181,6 +185,14 @@ async fn invalid_paths_refuse_their_ingress_alone_saying_why() {
     // Kubernetes accepts these; they match literally.
     assert_eq!(scene.status(HOST, &format!("{long}/x")).await, 200, "a 10,000-byte path is served");
     assert_eq!(scene.status(HOST, "/bad%zz").await, 200, "an invalid percent-escape matches literally");
+    // Regular expressions, globs and Traefik templates are served literally, with a note saying so.
+    for name in ["regex", "glob", "template"] {
+        let w = scene.warning(&format!("Ingress default/{name}"), "matches literally").await;
+        assert!(!w.refused, "{w:?}");
+    }
+    assert_eq!(scene.status(HOST, "/(.*)").await, 200);
+    assert_eq!(scene.status(HOST, "/anything").await, 404, "/(.*) is not a catch-all");
+    assert_eq!(scene.status(HOST, "/files/readme").await, 404, "/files/* is not a glob");
     scene.assert_good_route_serves().await;
     scene.assert_later_change_swaps_in().await;
 }

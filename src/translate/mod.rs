@@ -377,6 +377,14 @@ fn ingress_host(host: &str) -> Result<String, String> {
     Ok(host)
 }
 
+/// The first sign that a path was written as a regular expression, glob or Traefik 1.7 template
+/// (`/(.*)`, `/api/*`, `/{id:[0-9]+}`), none of which portier (or the Ingress API) supports.
+fn pattern_syntax(path: &str) -> Option<&str> {
+    const SIGNS: &[&str] = &["*", ".+", "[", "]", "{", "}", "|", "\\", "^", "$"];
+    let first = SIGNS.iter().filter_map(|s| path.find(s).map(|at| (at, *s))).min()?;
+    Some(first.1)
+}
+
 /// Match kind, rule type, rewrite and normalised path of one Ingress path.
 ///
 /// `pathType` decides matching (Exact, Prefix); `ImplementationSpecific` takes it from the Traefik
@@ -393,6 +401,13 @@ fn route_shape(
     if !raw.starts_with('/') || raw.contains(['?', '#', ' ']) || raw.chars().any(char::is_control) {
         return Err(format!(
             "path {} must start with '/' and contain no '?', '#', spaces or control characters",
+            quoted(raw)
+        ));
+    }
+    if let Some(pattern) = pattern_syntax(raw) {
+        notes.push(format!(
+            "route {id}: path {} contains {pattern:?}, which portier matches literally: paths are not regular \
+             expressions, wildcards or Traefik {{name:regex}} templates, so only requests with exactly this text match",
             quoted(raw)
         ));
     }
