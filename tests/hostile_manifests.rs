@@ -247,7 +247,7 @@ async fn duplicate_ingress_names_keep_the_first_and_warn_about_the_copy() {
         }),
     );
     let w = scene.warning("twice.yaml", "Ingress default/twice").await;
-    assert!(w.refused && w.message.contains("ignored"), "{w:?}");
+    assert!(w.refused && w.message.contains("defined twice in this file; the later copy is ignored"), "{w:?}");
     assert_eq!(scene.status(HOST, "/first").await, 200);
     assert_eq!(scene.status(HOST, "/second").await, 404, "the second copy is not served");
 

@@ -323,11 +323,18 @@ impl ManifestSource {
                 if state.insert(object) {
                     origin.insert(id, file.clone());
                 } else {
-                    let first = origin.get(&id).map(|p| p.display().to_string()).unwrap_or_default();
-                    warnings.push(warn(
-                        format!("{} {} is also defined in {first}; this copy is ignored", id.0, id.1),
-                        true,
-                    ));
+                    let message = match origin.get(&id) {
+                        Some(first) if *first == file => {
+                            format!("{} {} is defined twice in this file; the later copy is ignored", id.0, id.1)
+                        }
+                        first => format!(
+                            "{} {} is also defined in {}; this copy is ignored",
+                            id.0,
+                            id.1,
+                            first.map(|p| p.display().to_string()).unwrap_or_default()
+                        ),
+                    };
+                    warnings.push(warn(message, true));
                 }
             }
             seen.insert(file, ());
