@@ -28,7 +28,18 @@ pub fn parse_manifest(text: &str) -> Result<ParsedManifest, String> {
     let mut parsed = ParsedManifest::default();
     let budget = Cell::new(text.len().saturating_mul(EXPANSION_PER_BYTE).saturating_add(EXPANSION_ALLOWANCE));
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = Bounded { budget: &budget }.deserialize(document).map_err(|e| format!("YAML: {e}"))?;
+        let value = Bounded { budget: &budget }.deserialize(document).map_err(|e| {
+            let e = e.to_string();
+            // serde_yaml_ng's own limits, explained.
+            let why = if e.contains("repetition limit exceeded") {
+                " (its aliases, *name, are repeated too often; write the values out)"
+            } else if e.contains("recursion limit exceeded") {
+                " (it is nested more than 128 levels deep)"
+            } else {
+                ""
+            };
+            format!("YAML: {e}{why}")
+        })?;
         collect(value, &format!("document {}", index + 1), &mut parsed);
     }
     Ok(parsed)
