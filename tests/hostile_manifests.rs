@@ -435,3 +435,63 @@ async fn wrong_kinds_are_ignored_or_refused_and_only_non_objects_and_old_ingress
     scene.assert_good_route_serves().await;
     scene.assert_later_change_swaps_in().await;
 }
+
+// ---------------------------------------------------------------- the Kubernetes provider
+
+/// The same 5,000-path Ingress from the (fake) API server, to the real binary: listed, watched
+/// and served like a small one.
+#[tokio::test]
+async fn kube_provider_serves_an_ingress_with_five_thousand_paths() {
+    use common::fake_kube::FakeKube;
+    use common::process::PortierProcess;
+    use serde_json::json;
+
+    let echo = echo_http("good").await;
+    let fake = FakeKube::start().await;
+    fake.apply(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "good", "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80}]}
+    }));
+    fake.apply(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "good-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "good"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": echo.port()}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]
+    }));
+    let ingress = |name: &str, paths: Vec<String>| {
+        let paths: Vec<_> = paths
+            .iter()
+            .map(|p| json!({"path": p, "pathType": "Prefix", "backend": {"service": {"name": "good", "port": {"number": 80}}}}))
+            .collect();
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"rules": [{"host": HOST, "http": {"paths": paths}}]}
+        })
+    };
+    fake.apply(ingress("many", (0..5000).map(|i| format!("/p{i}")).collect()));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let portier = PortierProcess::spawn(&["--kubeconfig", kubeconfig.to_str().unwrap(), "--throttle", "50ms"]);
+
+    let status = |path: &'static str| {
+        let addr = portier.https;
+        async move { get(addr, Via::Tls(Some(HOST)), HOST, path).await.status }
+    };
+    let deadline = Instant::now() + PROMPT;
+    while status("/p4999/x").await != 200 {
+        assert!(Instant::now() < deadline, "the 5,000-path Ingress was not served: {:#?}", portier.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status("/p0").await, 200);
+    assert_eq!(status("/p2500/deep").await, 200);
+    assert_eq!(status("/p5000").await, 404);
+
+    fake.apply(ingress("later", vec!["/later".into()]));
+    let deadline = Instant::now() + PROMPT;
+    while status("/later").await != 200 {
+        assert!(Instant::now() < deadline, "a later Ingress did not swap in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status("/p4999").await, 200);
+}
