@@ -185,3 +185,29 @@ impl Warning {
         Self { object: format!("Ingress {key}"), message: message.into(), refused }
     }
 }
+
+/// Longest part of a value from the input that a warning quotes.
+const QUOTED_CHARS: usize = 80;
+
+/// A value from the input, quoted for a warning: cut after `QUOTED_CHARS` characters, with its
+/// full length, so that a hostile value cannot make a warning (and the log line, the admin API
+/// and the Kubernetes Event that repeat it) megabytes long.
+pub fn quoted(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn quoted_values_are_cut_on_a_character_boundary_with_their_length() {
+        assert_eq!(quoted("a\"b"), r#""a\"b""#);
+        let long = "é".repeat(100);
+        let shown = quoted(&long);
+        assert_eq!(shown, format!("{:?}… (200 bytes)", "é".repeat(80)));
+    }
+}

@@ -51,13 +51,16 @@ impl Object {
     }
 
     pub fn key(&self) -> ObjectKey {
-        let meta = match self {
+        key_of(self.metadata())
+    }
+
+    pub fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
             Object::Ingress(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
-        };
-        key_of(meta)
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{RedirectKind, RuleType};
+use crate::config::{quoted, RedirectKind, RuleType};
 
 pub const RULE_TYPE: &[&str] =
     &["ingress.kubernetes.io/rule-type", "traefik.ingress.kubernetes.io/rule-type", "traefik.frontend.rule.type"];
@@ -145,7 +145,8 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
     if let Some((name, value)) = get(RULE_TYPE) {
         let rule_type = RuleType::from_traefik_name(value).ok_or_else(|| {
             format!(
-                "annotation {name}: {value:?} is not one of PathPrefix, PathPrefixStrip, Path, PathStrip, ReplacePath"
+                "annotation {name}: {shown} is not one of PathPrefix, PathPrefixStrip, Path, PathStrip, ReplacePath",
+                shown = quoted(value)
             )
         })?;
         a.rule_type = Some(rule_type);
@@ -153,7 +154,8 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
     if let Some((name, value)) = get(REWRITE_TARGET) {
         if !value.starts_with('/') || value.contains(['?', '#', ' ']) || value.chars().any(|c| c.is_control()) {
             return Err(format!(
-                "annotation {name}: {value:?} must be a path starting with '/', without '?', '#', spaces or control characters"
+                "annotation {name}: {shown} must be a path starting with '/', without '?', '#', spaces or control characters",
+                shown = quoted(value)
             ));
         }
         if a.rule_type == Some(RuleType::ReplacePath) {
@@ -164,7 +166,9 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
     if let Some((name, value)) = get(PRIORITY) {
         match value.parse::<i32>() {
             Ok(p) => a.priority = p,
-            Err(_) => notes.push(format!("annotation {name}: {value:?} is not an integer; ignored")),
+            Err(_) => {
+                notes.push(format!("annotation {name}: {shown} is not an integer; ignored", shown = quoted(value)))
+            }
         }
     }
     if let Some((name, value)) = get(PRESERVE_HOST) {
@@ -176,17 +180,29 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
             "https" => BackendProtocol::Https,
             "h2c" => BackendProtocol::H2c,
             "h2" => BackendProtocol::H2,
-            _ => return Err(format!("annotation {name}: {value:?} is not one of http, https, h2c, h2")),
+            _ => {
+                return Err(format!(
+                    "annotation {name}: {shown} is not one of http, https, h2c, h2",
+                    shown = quoted(value)
+                ))
+            }
         });
     }
     if let Some((name, value)) = get(RESPONSE_TIMEOUT) {
         match humantime::parse_duration(value) {
             Ok(d) if !d.is_zero() => a.response_timeout_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            _ => return Err(format!("annotation {name}: {value:?} is not a duration such as 30s or 5m")),
+            _ => {
+                return Err(format!(
+                    "annotation {name}: {shown} is not a duration such as 30s or 5m",
+                    shown = quoted(value)
+                ))
+            }
         }
     }
     if let Some((name, value)) = get(HSTS_MAX_AGE) {
-        let age: u64 = value.parse().map_err(|_| format!("annotation {name}: {value:?} is not a number of seconds"))?;
+        let age: u64 = value
+            .parse()
+            .map_err(|_| format!("annotation {name}: {shown} is not a number of seconds", shown = quoted(value)))?;
         let mut hsts = format!("max-age={age}");
         if get(HSTS_INCLUDE_SUBDOMAINS).is_some_and(|(n, v)| parse_bool(n, v, false, notes)) {
             hsts.push_str("; includeSubDomains");
@@ -206,7 +222,10 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
             let permanent = get(REDIRECT_PERMANENT).is_some_and(|(n, v)| parse_bool(n, v, false, notes));
             a.redirect_to_https = Some(RedirectKind { permanent });
         } else if !value.eq_ignore_ascii_case("http") {
-            notes.push(format!("annotation {name}: entry point {value:?} does not exist (use https); ignored"));
+            notes.push(format!(
+                "annotation {name}: entry point {shown} does not exist (use https); ignored",
+                shown = quoted(value)
+            ));
         }
     }
     Ok(parsed)
@@ -223,7 +242,7 @@ fn parse_bool(name: &str, value: &str, default: bool, notes: &mut Vec<String>) -
         "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
         "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
         _ => {
-            notes.push(format!("annotation {name}: {value:?} is not a boolean; using {default}"));
+            notes.push(format!("annotation {name}: {shown} is not a boolean; using {default}", shown = quoted(value)));
             default
         }
     }

@@ -92,7 +92,7 @@ pub fn resolve(state: &ClusterState, req: &BackendRequest<'_>) -> BackendSpec {
         }
         if host.starts_with("*.") || super::valid_host(&host).is_err() {
             return unavailable(
-                format!("Service {key}: externalName {host:?} is not a valid DNS name"),
+                format!("Service {key}: externalName {} is not a valid DNS name", crate::config::quoted(&host)),
                 fallback_transport,
             );
         }
@@ -143,7 +143,7 @@ fn find_port(service: &Service, wanted: Option<&ServiceBackendPort>) -> Result<P
             .iter()
             .find(|p| p.name.as_deref() == Some(name))
             .map(choose)
-            .ok_or_else(|| format!("has no port named {name:?}")),
+            .ok_or_else(|| format!("has no port named {}", crate::config::quoted(name))),
         // Without a port, a Service with exactly one port is unambiguous.
         _ => match ports {
             [only] => Ok(choose(only)),

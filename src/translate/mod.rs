@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use self::annotations::{IngressAnnotations, INGRESS_CLASS};
 use self::backend::{BackendRequest, BackendSpec};
-use crate::config::{Backend, BackendId, Config, MatchKind, PathRewrite, Route, RuleType, Warning};
+use crate::config::{quoted, Backend, BackendId, Config, MatchKind, PathRewrite, Route, RuleType, Warning};
 use crate::router::Router;
 use crate::selector::LabelSelector;
 use crate::state::{key_of, ClusterState, ObjectKey};
@@ -267,7 +267,7 @@ fn draft(
     for (rule_index, rule) in spec.rules.iter().flatten().enumerate() {
         let host = match rule.host.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
             None => None,
-            Some(h) => Some(valid_host(h)?),
+            Some(h) => Some(ingress_host(h)?),
         };
         let Some(http) = rule.http.as_ref() else { continue };
         for (path_index, path) in http.paths.iter().enumerate() {
@@ -344,16 +344,45 @@ fn load_secret(secret: &Secret) -> Result<crate::tls::LoadedCert, String> {
 pub(crate) fn valid_host(host: &str) -> Result<String, String> {
     let lower = host.to_ascii_lowercase();
     let name = lower.strip_prefix("*.").unwrap_or(&lower);
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if ok {
-        Ok(lower)
+    let labels = || name.split('.');
+    let problem = if name.len() > 253 {
+        Some("it is longer than 253 characters".to_string())
+    } else if let Some(c) = name.chars().find(|&c| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')) {
+        Some(format!(
+            "it contains {c:?}; a DNS name has letters, digits, '-' and '.', and a wildcard only a leading '*.'"
+        ))
+    } else if labels().any(str::is_empty) {
+        Some("it has an empty label (a leading, trailing or doubled '.')".to_string())
+    } else if labels().any(|label| label.len() > 63) {
+        Some("a label is longer than 63 characters".to_string())
     } else {
-        Err(format!("host {host:?} is not a valid DNS name (or *.wildcard)"))
+        None
+    };
+    match problem {
+        None => Ok(lower),
+        Some(problem) => Err(format!("host {} is not a valid DNS name (or *.wildcard): {problem}", quoted(host))),
     }
+}
+
+/// An Ingress rule's host: a DNS name, not an IP address (Kubernetes refuses IPs there too; a
+/// rule without host is the way to match requests by address).
+fn ingress_host(host: &str) -> Result<String, String> {
+    let host = valid_host(host)?;
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(format!(
+            "host {} is an IP address; Ingress hosts are DNS names (leave the host out to match requests by address)",
+            quoted(&host)
+        ));
+    }
+    Ok(host)
+}
+
+/// The first sign that a path was written as a regular expression, glob or Traefik 1.7 template
+/// (`/(.*)`, `/api/*`, `/{id:[0-9]+}`), none of which portier (or the Ingress API) supports.
+fn pattern_syntax(path: &str) -> Option<&str> {
+    const SIGNS: &[&str] = &["*", ".+", "[", "]", "{", "}", "|", "\\", "^", "$"];
+    let first = SIGNS.iter().filter_map(|s| path.find(s).map(|at| (at, *s))).min()?;
+    Some(first.1)
 }
 
 /// Match kind, rule type, rewrite and normalised path of one Ingress path.
@@ -370,7 +399,17 @@ fn route_shape(
 ) -> Result<(MatchKind, RuleType, PathRewrite, String), String> {
     let raw = path.map(str::trim).filter(|p| !p.is_empty()).unwrap_or("/");
     if !raw.starts_with('/') || raw.contains(['?', '#', ' ']) || raw.chars().any(char::is_control) {
-        return Err(format!("path {raw:?} must start with '/' and contain no '?', '#', spaces or control characters"));
+        return Err(format!(
+            "path {} must start with '/' and contain no '?', '#', spaces or control characters",
+            quoted(raw)
+        ));
+    }
+    if let Some(pattern) = pattern_syntax(raw) {
+        notes.push(format!(
+            "route {id}: path {} contains {pattern:?}, which portier matches literally: paths are not regular \
+             expressions, wildcards or Traefik {{name:regex}} templates, so only requests with exactly this text match",
+            quoted(raw)
+        ));
     }
     let trimmed = raw.trim_end_matches('/');
     let normalised = if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() };
@@ -382,7 +421,7 @@ fn route_shape(
             RuleType::Path | RuleType::PathStrip => (MatchKind::Exact, traefik),
             _ => (MatchKind::Prefix, traefik),
         },
-        other => return Err(format!("pathType {other:?} is not Exact, Prefix or ImplementationSpecific")),
+        other => return Err(format!("pathType {} is not Exact, Prefix or ImplementationSpecific", quoted(other))),
     };
     // Exact paths keep what the Ingress wrote; prefixes drop a trailing slash (`/k8s/` = `/k8s`).
     let path = if match_kind == MatchKind::Exact { raw.to_string() } else { normalised.clone() };

@@ -324,6 +324,29 @@ fn invalid_hosts_and_paths_are_refused() {
 }
 
 #[test]
+fn regex_like_paths_are_served_literally_with_a_note() {
+    for (path, sign) in [("/(.*)", "*"), ("/api/{id:[0-9]+}", "{"), ("/files/*", "*"), ("/x(.+)", ".+"), ("/a$", "$")] {
+        let config = translate_yaml(&with_ingress("", path, "Prefix"));
+        assert_eq!(config.routes[0].path, path, "served literally");
+        let note = &config.warnings[0];
+        assert!(!note.refused && note.message.contains(&format!("contains {sign:?}")), "{path}: {note:?}");
+    }
+    for plain in ["/k8s", "/wiki/Foo_(bar)", "/c++", "/a.b/c-d~e"] {
+        assert!(translate_yaml(&with_ingress("", plain, "Prefix")).warnings.is_empty(), "{plain} has no note");
+    }
+}
+
+#[test]
+fn ip_address_hosts_are_refused_as_kubernetes_does() {
+    let config = translate_yaml(&with_ingress("", "/a", "Prefix").replace("host: Web.Example.COM", "host: 10.1.2.3"));
+    assert!(config.routes.is_empty());
+    assert!(config.warnings[0].refused && config.warnings[0].message.contains("is an IP address"));
+    let config =
+        translate_yaml(&with_ingress("", "/a", "Prefix").replace("host: Web.Example.COM", "host: 10.1.2.3.example"));
+    assert_eq!(config.routes[0].host.as_deref(), Some("10.1.2.3.example"), "a name that starts with digits is fine");
+}
+
+#[test]
 fn external_name_must_be_a_dns_name() {
     let config = translate_yaml(
         &with_ingress("", "/", "Prefix").replace("externalName: web.example", "externalName: \"bad name\""),
