@@ -68,7 +68,7 @@ pids+=($portier)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$P_ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$portier/status"; }
-swaps() { curl -s "http://127.0.0.1:$P_ADMIN/api/version" | sed -n 's/.*"generation":\([0-9]*\).*/\1/p'; }
+swaps() { curl -s "http://127.0.0.1:$P_ADMIN/api/version" | sed -n 's/.*"generation": *\([0-9]*\).*/\1/p'; }
 
 # Steady load, well under saturation so the machine stays responsive: a few connections each.
 run_for=$((SECONDS_TOTAL + 5))

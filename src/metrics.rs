@@ -34,6 +34,9 @@ pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.
 /// Upper bounds of the change-to-swap buckets, in seconds: a swap normally follows a change
 /// within one to two `--throttle` windows (200-400 ms by default); the tail shows a slow rebuild.
 pub const CHANGE_TO_SWAP_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Buckets of `portier_config_rebuild_seconds`: a few ms for a small cluster, tens at 10,000
+/// Ingresses.
+pub const REBUILD_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 /// The error rate of a backend is counted over this many slots of `WINDOW_SLOT_SECS` seconds:
 /// the last minute (the current slot is partial, so 50 to 60 seconds of data).
 pub const WINDOW_SLOTS: usize = 6;
@@ -320,6 +323,7 @@ pub struct Metrics {
     routes: Gauge,
     refused: Gauge,
     change_to_swap: AtomicHistogram,
+    rebuild: AtomicHistogram,
     /// Access log lines dropped because the writer could not keep up.
     pub access_log_dropped: Counter,
     backend_stats: Mutex<HashMap<String, Arc<BackendStats>>>,
@@ -359,6 +363,7 @@ impl Metrics {
         let (swaps, last_swap, generation, routes, refused) =
             (Counter::default(), Gauge::default(), Gauge::default(), Gauge::default(), Gauge::default());
         let change_to_swap = AtomicHistogram::new(CHANGE_TO_SWAP_BUCKETS);
+        let rebuild = AtomicHistogram::new(REBUILD_BUCKETS);
         let access_log_dropped = Counter::default();
 
         registry.register("portier", "portier build information", Info::new([("version", env!("CARGO_PKG_VERSION"))]));
@@ -419,6 +424,12 @@ impl Metrics {
             Unit::Seconds,
             change_to_swap.clone(),
         );
+        registry.register_with_unit(
+            "portier_config_rebuild",
+            "Time of one rebuild that led to a swap: reading the objects, translating, linking, swapping (no debounce wait)",
+            Unit::Seconds,
+            rebuild.clone(),
+        );
         registry.register(
             "portier_access_log_dropped",
             "Access log lines dropped because stdout could not keep up",
@@ -450,6 +461,7 @@ impl Metrics {
             routes,
             refused,
             change_to_swap,
+            rebuild,
             access_log_dropped,
             backend_stats: Mutex::new(HashMap::new()),
             route_series: Mutex::new(HashSet::new()),
@@ -537,6 +549,12 @@ impl Metrics {
     /// A burst of changes that started `since` ended in a swap now.
     pub fn change_swapped(&self, since: Instant) {
         self.change_to_swap.observe(since.elapsed());
+    }
+
+    /// Records how long one rebuild took: reading the source, translating, comparing, linking
+    /// and swapping (no debounce wait).
+    pub fn rebuilt(&self, took: Duration) {
+        self.rebuild.observe(took);
     }
 
     /// Counts an open client connection on `entry` until the returned guard is dropped.

@@ -34,6 +34,7 @@ impl Reloader {
     /// Reads, translates and swaps if the result differs. Returns whether it swapped. Does
     /// nothing until the source has completed its first sync.
     pub fn reload(&mut self) -> bool {
+        let started = std::time::Instant::now();
         let Some((state, source_warnings)) = self.source.load() else {
             return false;
         };
@@ -42,12 +43,13 @@ impl Reloader {
         if let Some((publish, to)) = &self.cluster_writer {
             let _ = to.send(status::desired(&state, &config, publish));
         }
-        let swapped = self.swap_if_changed(config);
+        let swapped = self.swap_if_changed(config, started);
         self.shared.ready.store(true, std::sync::atomic::Ordering::Release);
         swapped
     }
 
-    fn swap_if_changed(&mut self, config: Config) -> bool {
+    /// `started`: when the rebuild began (reading the source), for the rebuild time.
+    fn swap_if_changed(&mut self, config: Config, started: std::time::Instant) -> bool {
         let current = self.shared.live.load_full();
         if *current.config == config {
             return false;
@@ -58,10 +60,13 @@ impl Reloader {
                 let (routes, generation) = (live.config.routes.len(), live.generation);
                 self.shared.metrics.swapped(&live.config, generation, live.swapped_at);
                 self.shared.live.store(Arc::new(live));
+                let rebuild = started.elapsed();
+                self.shared.metrics.rebuilt(rebuild);
                 let transports: Vec<_> =
                     self.shared.live.load().config.backends.iter().map(|b| b.transport.clone()).collect();
                 self.upstreams.retain(&transports.iter().collect::<Vec<_>>());
-                tracing::info!(generation, routes, "configuration swapped");
+                let rebuild_ms = rebuild.as_secs_f64() * 1000.0;
+                tracing::info!(generation, routes, rebuild_ms, "configuration swapped");
                 true
             }
             Err(e) => {

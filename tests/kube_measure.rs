@@ -5,7 +5,8 @@
 //! ```
 //!
 //! - propagation: Ingress created in the (fake) API server → first request served by its route;
-//! - time to first ready with 10,000 Ingresses in the API server.
+//! - time to first ready with 10,000 Ingresses in the API server;
+//! - one rebuild and swap with 10,000 Ingresses (one of them changed), from portier's own log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -108,4 +109,51 @@ async fn measure_time_to_ready_with_10000_ingresses() {
         rss / 1024
     );
     assert_eq!(count, 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn measure_rebuild_and_swap_with_10000_ingresses() {
+    let fake = FakeKube::start().await;
+    fake.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"port": 8080}]}}));
+    for i in 0..10_000 {
+        fake.apply(ingress(i, 8080));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let portier = PortierProcess::spawn(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let started = Instant::now();
+    while get(portier.admin, Via::Plain, "localhost", "/readyz").await.status != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "not ready within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rebuilds = || -> Vec<f64> {
+        portier
+            .log_lines_with("configuration swapped")
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["fields"]["rebuild_ms"].as_f64())
+            .collect()
+    };
+    let before = rebuilds().len();
+    let changes = 30;
+    for n in 0..changes {
+        let mut changed = ingress(0, 8080);
+        changed["spec"]["rules"][0]["http"]["paths"][0]["path"] = json!(format!("/changed-{n}"));
+        fake.apply(changed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rebuilds().len() < before + n + 1 {
+            assert!(Instant::now() < deadline, "change {n} was not swapped in");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut samples: Vec<Duration> =
+        rebuilds()[before..].iter().map(|ms| Duration::from_secs_f64(ms / 1000.0)).collect();
+    samples.sort();
+    println!(
+        "rebuild+swap with 10,000 Ingresses ({changes} changes of one): median {:?}, p90 {:?}, max {:?}",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.9),
+        samples[samples.len() - 1]
+    );
 }
