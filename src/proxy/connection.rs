@@ -61,7 +61,18 @@ pub struct Activity {
     head_started: AtomicU64,
     /// HTTP/2: bytes on an idle connection are frames (pings, settings), not a request head.
     multiplexed: AtomicBool,
+    /// The raw bytes of the request head being read (HTTP/1.1; up to [`HEAD_COPY_LIMIT`]): hyper
+    /// drops `Content-Length` when `Transfer-Encoding` is also sent, and this is how portier can
+    /// still see both and refuse the request.
+    head: std::sync::Mutex<Vec<u8>>,
+    /// The request being answered is the one `head` holds (its head was read while idle, not
+    /// pipelined behind the previous one).
+    head_fresh: AtomicBool,
 }
+
+/// The most of a request head kept for the Content-Length + Transfer-Encoding check (a head
+/// longer than `--max-header-bytes` is refused by hyper anyway).
+const HEAD_COPY_LIMIT: usize = 64 * 1024;
 
 impl Activity {
     fn new() -> Self {
@@ -71,6 +82,8 @@ impl Activity {
             idle_since: AtomicU64::new(1),
             head_started: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
+            head: std::sync::Mutex::new(Vec::new()),
+            head_fresh: AtomicBool::new(false),
         }
     }
 
@@ -84,7 +97,9 @@ impl Activity {
             self.multiplexed.store(true, Ordering::Relaxed);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if self.head_started.load(Ordering::Relaxed) != 0 {
+        let fresh = self.head_started.load(Ordering::Relaxed) != 0;
+        self.head_fresh.store(fresh, Ordering::Relaxed);
+        if fresh {
             self.head_started.store(0, Ordering::Relaxed);
         }
     }
@@ -97,13 +112,37 @@ impl Activity {
     }
 
     /// Bytes were read from the client.
-    fn bytes_read(&self) {
-        if self.head_started.load(Ordering::Relaxed) == 0
-            && self.in_flight.load(Ordering::Relaxed) == 0
-            && !self.multiplexed.load(Ordering::Relaxed)
-        {
+    fn bytes_read(&self, bytes: &[u8]) {
+        if self.in_flight.load(Ordering::Relaxed) != 0 || self.multiplexed.load(Ordering::Relaxed) {
+            return;
+        }
+        let new_head = self.head_started.load(Ordering::Relaxed) == 0;
+        if new_head {
             self.head_started.store(self.stamp(), Ordering::Relaxed);
         }
+        if let Ok(mut head) = self.head.lock() {
+            if new_head {
+                head.clear();
+            }
+            let room = HEAD_COPY_LIMIT.saturating_sub(head.len());
+            head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+
+    /// Whether the head of the request being answered had a `Content-Length` header. Only asked
+    /// for requests that carry `Transfer-Encoding`; false when the head was not seen whole (read
+    /// behind a pipelined request): hyper then frames by Transfer-Encoding alone.
+    pub fn head_had_content_length(&self) -> bool {
+        if !self.head_fresh.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Ok(head) = self.head.lock() else { return false };
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+        head[..end].split(|&b| b == b'\n').skip(1).any(|line| {
+            line.iter()
+                .position(|&b| b == b':')
+                .is_some_and(|colon| line[..colon].trim_ascii().eq_ignore_ascii_case(b"content-length"))
+        })
     }
 
     /// When the connection is to be closed if nothing changes; None while a request is in flight.
@@ -186,7 +225,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.ctx.activity.bytes_read();
+            self.ctx.activity.bytes_read(&buf.filled()[before..]);
         }
         polled
     }
@@ -248,7 +287,7 @@ mod tests {
         assert_eq!(why, Expired::Idle);
         assert!(idle_at >= activity.opened + Duration::from_secs(90));
 
-        activity.bytes_read();
+        activity.bytes_read(b"GET / HTTP/1.1\r\n");
         let (head_at, why) = activity.deadline(&LIMITS).unwrap();
         assert_eq!(why, Expired::HeaderRead);
         assert!(head_at < idle_at);
@@ -256,9 +295,31 @@ mod tests {
         activity.request_started(false);
         assert_eq!(activity.deadline(&LIMITS), None);
         // Body bytes of a request in flight do not start a head.
-        activity.bytes_read();
+        activity.bytes_read(b"GET / HTTP/1.1\r\n");
         activity.request_finished();
         assert_eq!(activity.deadline(&LIMITS).map(|(_, why)| why), Some(Expired::Idle));
+    }
+
+    #[test]
+    fn sees_content_length_in_the_raw_head_across_reads() {
+        let activity = Activity::new();
+        activity.bytes_read(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nCont");
+        activity.bytes_read(b"ent-Length : 4\r\n\r\n3\r\nabc\r\n0\r\n\r\nPOST / HTTP/1.1\r\n");
+        activity.request_started(false);
+        assert!(activity.head_had_content_length());
+        activity.request_finished();
+        // The pipelined request after it was not read while idle: its head is not the one kept.
+        activity.request_started(false);
+        assert!(!activity.head_had_content_length());
+        activity.request_finished();
+        activity.bytes_read(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        activity.request_started(false);
+        assert!(!activity.head_had_content_length(), "a new head replaces the last one");
+        // In the body, not the head: not a header.
+        activity.request_finished();
+        activity.bytes_read(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\ncontent-length: 1\r\n");
+        activity.request_started(false);
+        assert!(!activity.head_had_content_length());
     }
 
     #[test]
@@ -266,7 +327,7 @@ mod tests {
         let activity = Activity::new();
         activity.request_started(true);
         activity.request_finished();
-        activity.bytes_read();
+        activity.bytes_read(b"GET / HTTP/1.1\r\n");
         assert_eq!(activity.deadline(&LIMITS).map(|(_, why)| why), Some(Expired::Idle));
     }
 

@@ -169,6 +169,18 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
             format!("414 URI Too Long: the request target is over {} bytes\n", settings.max_uri_length),
         );
     }
+    // Content-Length with Transfer-Encoding: hyper frames by the latter and drops the former, but
+    // a request that carries both is how request smuggling starts; refuse it and close (RFC 9112
+    // 6.1: the connection must not be reused), as nginx does.
+    if req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::TRANSFER_ENCODING)
+        && ctx.activity.head_had_content_length()
+    {
+        let mut response =
+            text(StatusCode::BAD_REQUEST, "400 Bad Request: both Content-Length and Transfer-Encoding\n".into());
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
     if authority_mismatch(&req) {
         return text(
             StatusCode::BAD_REQUEST,
