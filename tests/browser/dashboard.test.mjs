@@ -166,6 +166,10 @@ test('backends show the last error and recent error rate', async () => {
   assert.notEqual((await shop.locator('td').nth(4).textContent()).trim(), '—');
   assert.match(await shop.locator('td').nth(5).textContent(), /%|no requests/);
   assert.match(await shop.locator('td').nth(1).textContent(), /failing|errors|failed/);
+  // Passive health: the endpoint that refused is listed as failing under the addresses.
+  const shopApi = backends.find((b) => b.name === 'shop/shop:80');
+  assert.ok(shopApi.failingEndpoints.some((f) => f.address === '127.0.0.1:1' && f.failures >= 1), JSON.stringify(shopApi));
+  assert.match(await shop.locator('td').nth(2).textContent(), /127\.0\.0\.1:1 failing/);
   await page.close();
 });
 
