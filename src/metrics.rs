@@ -487,18 +487,37 @@ impl Metrics {
 
     /// Resolves the handles of `config`'s routes and backends (called once per swap), and drops
     /// the series and stats of routes and backends no longer in it.
-    pub fn observers_for(&self, config: &Config) -> Observers {
-        let routes: Vec<RouteHandles> =
-            config.routes.iter().map(|r| route_handles(&self.requests, &self.durations, &r.id)).collect();
-        let current: HashSet<String> = config.routes.iter().map(|r| r.id.clone()).collect();
+    pub fn observers_for(&self, config: &Config, previous: Option<(&Config, &Observers)>) -> Observers {
+        // Handles of routes that stay are taken from the previous config (an Arc clone each):
+        // looking 10,000 routes up in the families again was a fifth of a rebuild.
+        let kept: HashMap<&str, &RouteHandles> = previous
+            .map(|(config, observers)| config.routes.iter().map(|r| r.id.as_str()).zip(&observers.routes).collect())
+            .unwrap_or_default();
+        let routes: Vec<RouteHandles> = config
+            .routes
+            .iter()
+            .map(|r| match kept.get(r.id.as_str()) {
+                Some(handles) => (*handles).clone(),
+                None => route_handles(&self.requests, &self.durations, &r.id),
+            })
+            .collect();
+        let current: HashSet<&str> = config.routes.iter().map(|r| r.id.as_str()).collect();
         let mut known = self.route_series.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for route in known.difference(&current) {
-            for code_class in CODE_CLASSES {
-                self.requests.remove(&RouteClassLabels { route: route.clone(), code_class });
+        known.retain(|route| {
+            let stays = current.contains(route.as_str());
+            if !stays {
+                for code_class in CODE_CLASSES {
+                    self.requests.remove(&RouteClassLabels { route: route.clone(), code_class });
+                }
+                self.durations.remove(&RouteLabels { route: route.clone() });
             }
-            self.durations.remove(&RouteLabels { route: route.clone() });
+            stays
+        });
+        for route in &config.routes {
+            if !known.contains(&route.id) {
+                known.insert(route.id.clone());
+            }
         }
-        *known = current;
         drop(known);
 
         let names: HashSet<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();

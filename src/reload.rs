@@ -55,7 +55,7 @@ impl Reloader {
             return false;
         }
         log_new_warnings(&current.config.warnings, &config.warnings);
-        match link(config, &self.upstreams, current.generation + 1, &self.shared.metrics) {
+        match link(config, &self.upstreams, &current, &self.shared.metrics) {
             Ok(live) => {
                 let (routes, generation) = (live.config.routes.len(), live.generation);
                 self.shared.metrics.swapped(&live.config, generation, live.swapped_at);
@@ -119,13 +119,15 @@ pub fn empty_live() -> Live {
 
 /// Attaches to a new config what serving it needs: the clients of its backends, and the metric
 /// handles of its routes and backends (resolved here, once, so requests never look them up).
-fn link(config: Config, upstreams: &Upstreams, generation: u64, metrics: &Metrics) -> Result<Live, String> {
+/// `previous`: the config serving now, whose metric handles are reused for routes that stay.
+fn link(config: Config, upstreams: &Upstreams, previous: &Live, metrics: &Metrics) -> Result<Live, String> {
+    let generation = previous.generation + 1;
     let clients = config
         .backends
         .iter()
         .map(|b| upstreams.clients_for(&b.transport).map_err(|e| format!("backend {}: {e}", b.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let observers = metrics.observers_for(&config);
+    let observers = metrics.observers_for(&config, Some((&previous.config, &previous.observers)));
     let authorities = config.backends.iter().map(|b| crate::proxy::upstream::authorities(&b.target)).collect();
     Ok(Live { config: Arc::new(config), clients, authorities, generation, swapped_at: SystemTime::now(), observers })
 }
