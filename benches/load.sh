@@ -28,29 +28,15 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --quiet --bin portier --example bench_backend
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source benches/common.sh
 
 B_HTTP=47080 B_HTTPS=47443 P_HTTP=47180 P_HTTPS=47543 P_ADMIN=47190 N_HTTP=47280 N_HTTPS=47643
 
-taskset -c "$LOAD_CPU" target/release/examples/bench_backend $B_HTTP $B_HTTPS "$work" & pids+=($!)
-for _ in $(seq 100); do [[ -s "$work/key.pem" ]] && break; sleep 0.05; done
+start_backend "$LOAD_CPU"
 
 mkdir "$work/manifests"
 cat > "$work/manifests/bench.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: $B_HTTP}]
-endpoints: [{addresses: ["127.0.0.1"]}]
+$(web_service)
 ---
 apiVersion: v1
 kind: Service

@@ -20,28 +20,14 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 cargo build --release --quiet --bin portier --example bench_backend
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source benches/common.sh
 
 B_HTTP=48080 B_HTTPS=48443 P_HTTP=48180 P_HTTPS=48543 P_ADMIN=48190
-target/release/examples/bench_backend $B_HTTP $B_HTTPS "$work" & pids+=($!)
-for _ in $(seq 100); do [[ -s "$work/key.pem" ]] && break; sleep 0.05; done
+start_backend
 
 mkdir "$work/manifests"
 cat > "$work/manifests/web.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: $B_HTTP}]
-endpoints: [{addresses: ["127.0.0.1"]}]
+$(web_service)
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress

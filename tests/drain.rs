@@ -9,14 +9,20 @@ use std::time::{Duration, Instant};
 use common::process::PortierProcess;
 use common::*;
 
+/// The real binary with `--grace-period grace`, routing everything to an echo backend named `name`.
+async fn portier_to_echo(name: &str, grace: &str) -> (Echo, tempfile::TempDir, PortierProcess) {
+    let backend = echo_http(name).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("svc.yaml"), external_service(name, "localhost", backend.port(), None)).unwrap();
+    std::fs::write(dir.path().join("ing.yaml"), ingress(name, &[], None, &[("/", "Prefix", name, backend.port())]))
+        .unwrap();
+    let portier = PortierProcess::spawn(&["--manifests", dir.path().to_str().unwrap(), "--grace-period", grace]);
+    (backend, dir, portier)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
-    let backend = echo_http("slow").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("svc.yaml"), external_service("slow", "localhost", backend.port(), None)).unwrap();
-    std::fs::write(dir.path().join("ing.yaml"), ingress("slow", &[], None, &[("/", "Prefix", "slow", backend.port())]))
-        .unwrap();
-    let mut portier = PortierProcess::spawn(&["--manifests", dir.path().to_str().unwrap(), "--grace-period", "20s"]);
+    let (_backend, _dir, mut portier) = portier_to_echo("slow", "20s").await;
     let https = portier.https;
     let admin = portier.admin;
     assert_eq!(get(https, Via::Tls(None), "d.test", "/").await.status, 200);
@@ -56,12 +62,7 @@ async fn sigterm_gives_upgraded_connections_the_grace_period_then_exits_zero() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let backend = echo_http("ws").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("svc.yaml"), external_service("ws", "localhost", backend.port(), None)).unwrap();
-    std::fs::write(dir.path().join("ing.yaml"), ingress("ws", &[], None, &[("/", "Prefix", "ws", backend.port())]))
-        .unwrap();
-    let mut portier = PortierProcess::spawn(&["--manifests", dir.path().to_str().unwrap(), "--grace-period", "3s"]);
+    let (_backend, _dir, mut portier) = portier_to_echo("ws", "3s").await;
     let tls = tls_connect(portier.https, Some("ws.test"), &[b"http/1.1"]).await;
     let (mut ws, _) = tokio_tungstenite::client_async("wss://ws.test/ws", tls).await.unwrap();
     ws.send(Message::text("before")).await.unwrap();
@@ -86,12 +87,7 @@ async fn sigterm_gives_upgraded_connections_the_grace_period_then_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_only_idle_keep_alive_connections_exits_at_once() {
-    let backend = echo_http("idle").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("svc.yaml"), external_service("idle", "localhost", backend.port(), None)).unwrap();
-    std::fs::write(dir.path().join("ing.yaml"), ingress("idle", &[], None, &[("/", "Prefix", "idle", backend.port())]))
-        .unwrap();
-    let mut portier = PortierProcess::spawn(&["--manifests", dir.path().to_str().unwrap(), "--grace-period", "20s"]);
+    let (_backend, _dir, mut portier) = portier_to_echo("idle", "20s").await;
     // An idle keep-alive HTTP/1.1 connection and an idle HTTP/2 connection.
     let tls = tls_connect(portier.https, Some("idle.test"), &[b"http/1.1"]).await;
     let (mut h1, conn1) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();

@@ -29,6 +29,17 @@ fn ingress(i: usize, port: u16) -> serde_json::Value {
     })
 }
 
+/// A fake API server holding 10,000 Ingresses to one ExternalName Service.
+async fn fake_with_10000_ingresses() -> FakeKube {
+    let fake = FakeKube::start().await;
+    fake.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"port": 8080}]}}));
+    for i in 0..10_000 {
+        fake.apply(ingress(i, 8080));
+    }
+    fake
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -77,12 +88,7 @@ async fn measure_propagation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, run by hand"]
 async fn measure_time_to_ready_with_10000_ingresses() {
-    let fake = FakeKube::start().await;
-    fake.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"port": 8080}]}}));
-    for i in 0..10_000 {
-        fake.apply(ingress(i, 8080));
-    }
+    let fake = fake_with_10000_ingresses().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.kubeconfig(dir.path());
     let started = Instant::now();
@@ -114,12 +120,7 @@ async fn measure_time_to_ready_with_10000_ingresses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, run by hand"]
 async fn measure_rebuild_and_swap_with_10000_ingresses() {
-    let fake = FakeKube::start().await;
-    fake.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"port": 8080}]}}));
-    for i in 0..10_000 {
-        fake.apply(ingress(i, 8080));
-    }
+    let fake = fake_with_10000_ingresses().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.kubeconfig(dir.path());
     let portier = PortierProcess::spawn(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
