@@ -187,8 +187,13 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
     }
     if let Some((name, value)) = get(RESPONSE_TIMEOUT) {
         match humantime::parse_duration(value) {
-            Ok(d) if !d.is_zero() => a.response_timeout_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            _ => return Err(format!("annotation {name}: {value:?} is not a duration such as 30s or 5m")),
+            // Under a millisecond would round to a zero timeout: every request would answer 504.
+            Ok(d) if d.as_millis() > 0 => {
+                a.response_timeout_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+            _ => {
+                return Err(format!("annotation {name}: {value:?} is not a duration of 1ms or more, such as 30s or 5m"))
+            }
         }
     }
     if let Some((name, value)) = get(HSTS_MAX_AGE) {
@@ -322,6 +327,20 @@ mod tests {
         assert_eq!(p.annotations.hsts.as_deref(), Some("max-age=31536000; includeSubDomains; preload"));
         assert!(p.notes.is_empty(), "{:?}", p.notes);
         assert!(parse_pairs(&[("ingress.kubernetes.io/hsts-max-age", "long")]).is_err());
+    }
+
+    /// Found by the annotations fuzz target: "5ns" passed the non-zero check but became a 0 ms
+    /// timeout, so every request to the Ingress answered 504.
+    #[test]
+    fn response_timeout_must_be_at_least_a_millisecond() {
+        for bad in ["0s", "5ns", "999us", "soon"] {
+            let err = parse_pairs(&[("portier.io/response-timeout", bad)]).unwrap_err();
+            assert!(err.contains("response-timeout") && err.contains("1ms or more"), "{err}");
+        }
+        let p = parse_pairs(&[("portier.io/response-timeout", "1ms")]).unwrap();
+        assert_eq!(p.annotations.response_timeout_ms, Some(1));
+        let p = parse_pairs(&[("portier.io/response-timeout", "1m 500ms")]).unwrap();
+        assert_eq!(p.annotations.response_timeout_ms, Some(60_500));
     }
 
     #[test]
