@@ -6,8 +6,8 @@
 #
 #   bash fuzz/run.sh [target...]     (all targets by default; `cargo fuzz list` names them)
 #   FUZZ_SECONDS   seconds per target (default 30)
-#   FUZZ_BUILD     dev (default) or release: release fuzzes a few times faster per second but
-#                  takes about twice the CPU time to build; worth it for long local runs.
+#   FUZZ_BUILD     dev (default) or release: release runs 10-30 times more inputs per second but
+#                  takes over twice the CPU time to build; worth it for long local runs.
 #
 # Inputs that reach new code are added to fuzz/corpus/<target>/ and kept locally for the next
 # run; only the committed seeds (seed-*) are tracked by git (see fuzz/.gitignore).
