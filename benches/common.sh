@@ -6,12 +6,12 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# start_backend [taskset CPU list]: the backend on $B_HTTP (plain) and $B_HTTPS (TLS, writing its
+# start_backend [taskset CPU list]: the backend ($BIN/examples/bench_backend) on $B_HTTP (plain) and $B_HTTPS (TLS, writing its
 # certificate and key into $work), started and ready.
 start_backend() {
   local pin=()
   [[ -n "${1:-}" ]] && pin=(taskset -c "$1")
-  "${pin[@]}" target/release/examples/bench_backend "$B_HTTP" "$B_HTTPS" "$work" & pids+=($!)
+  "${pin[@]}" "$BIN/examples/bench_backend" "$B_HTTP" "$B_HTTPS" "$work" & pids+=($!)
   for _ in $(seq 100); do [[ -s "$work/key.pem" ]] && break; sleep 0.05; done
 }
 

@@ -26,7 +26,14 @@ if ! command -v nginx >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release --quiet --bin portier --example bench_backend
+# BENCH_PROFILE=debug: reuse the debug build (CI's smoke run, after `cargo test` built it).
+BENCH_PROFILE=${BENCH_PROFILE:-release}
+if [[ "$BENCH_PROFILE" == release ]]; then
+  cargo build --release --quiet --bin portier --example bench_backend
+else
+  cargo build --quiet --bin portier --example bench_backend
+fi
+BIN=target/$BENCH_PROFILE
 
 source benches/common.sh
 
@@ -102,7 +109,7 @@ http {
 NGINX
 
 taskset -c "$PROXY_CPU" "$NGINX" -c "$work/nginx.conf" -p "$work" -e "$work/nginx-error.log" & NGINX_PID=$!; pids+=($NGINX_PID)
-taskset -c "$PROXY_CPU" target/release/portier --manifests "$work/manifests" \
+taskset -c "$PROXY_CPU" "$BIN/portier" --manifests "$work/manifests" \
   --http-addr 127.0.0.1:$P_HTTP --https-addr 127.0.0.1:$P_HTTPS --admin-addr 127.0.0.1:$P_ADMIN \
   --no-https-redirect --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --log-level warn & PORTIER_PID=$!; pids+=($PORTIER_PID)
 

@@ -19,6 +19,7 @@ if ! command -v wrk >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
 cargo build --release --quiet --bin portier --example bench_backend
+BIN=target/release
 
 source benches/common.sh
 
@@ -47,7 +48,7 @@ churn() {
 }
 churn 1
 
-target/release/portier --manifests "$work/manifests" --http-addr 127.0.0.1:$P_HTTP \
+"$BIN/portier" --manifests "$work/manifests" --http-addr 127.0.0.1:$P_HTTP \
   --https-addr 127.0.0.1:$P_HTTPS --admin-addr 127.0.0.1:$P_ADMIN --no-https-redirect \
   --log-level warn & portier=$!
 pids+=($portier)

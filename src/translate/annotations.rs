@@ -152,9 +152,15 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
         a.rule_type = Some(rule_type);
     }
     if let Some((name, value)) = get(REWRITE_TARGET) {
-        if !value.starts_with('/') || value.contains(['?', '#', ' ']) || value.chars().any(|c| c.is_control()) {
+        // The proxy sends it upstream as is: anything a request path cannot hold (`<`, `>`, a
+        // backquote) would make every rewritten request fail.
+        if !value.starts_with('/')
+            || value.contains(['?', '#', ' '])
+            || value.chars().any(|c| c.is_control())
+            || value.parse::<http::uri::PathAndQuery>().is_err()
+        {
             return Err(format!(
-                "annotation {name}: {shown} must be a path starting with '/', without '?', '#', spaces or control characters",
+                "annotation {name}: {shown} must be a path starting with '/', without '?', '#', spaces, control characters or characters a URL path cannot hold (<, >, `)",
                 shown = quoted(value)
             ));
         }
@@ -190,10 +196,13 @@ pub fn parse(map: Option<&BTreeMap<String, String>>) -> Result<Parsed, String> {
     }
     if let Some((name, value)) = get(RESPONSE_TIMEOUT) {
         match humantime::parse_duration(value) {
-            Ok(d) if !d.is_zero() => a.response_timeout_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            // Under a millisecond would round to a zero timeout: every request would answer 504.
+            Ok(d) if d.as_millis() > 0 => {
+                a.response_timeout_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
             _ => {
                 return Err(format!(
-                    "annotation {name}: {shown} is not a duration such as 30s or 5m",
+                    "annotation {name}: {shown} is not a duration of 1ms or more, such as 30s or 5m",
                     shown = quoted(value)
                 ))
             }
@@ -316,7 +325,9 @@ mod tests {
 
     #[test]
     fn rewrite_target_must_be_a_plain_path() {
-        for bad in ["new", "/a?b", "/a b", "/a#b"] {
+        // "/a`b" and "/a<b>": found by the annotations fuzz target, accepted before and every
+        // rewritten request then failed with 400 (the rewritten URL is invalid).
+        for bad in ["new", "/a?b", "/a b", "/a#b", "/a`b", "/a<b>"] {
             let err = parse_pairs(&[("traefik.ingress.kubernetes.io/rewrite-target", bad)]).unwrap_err();
             assert!(err.contains("rewrite-target"), "{err}");
         }
@@ -333,6 +344,20 @@ mod tests {
         assert_eq!(p.annotations.hsts.as_deref(), Some("max-age=31536000; includeSubDomains; preload"));
         assert!(p.notes.is_empty(), "{:?}", p.notes);
         assert!(parse_pairs(&[("ingress.kubernetes.io/hsts-max-age", "long")]).is_err());
+    }
+
+    /// Found by the annotations fuzz target: "5ns" passed the non-zero check but became a 0 ms
+    /// timeout, so every request to the Ingress answered 504.
+    #[test]
+    fn response_timeout_must_be_at_least_a_millisecond() {
+        for bad in ["0s", "5ns", "999us", "soon"] {
+            let err = parse_pairs(&[("portier.io/response-timeout", bad)]).unwrap_err();
+            assert!(err.contains("response-timeout") && err.contains("1ms or more"), "{err}");
+        }
+        let p = parse_pairs(&[("portier.io/response-timeout", "1ms")]).unwrap();
+        assert_eq!(p.annotations.response_timeout_ms, Some(1));
+        let p = parse_pairs(&[("portier.io/response-timeout", "1m 500ms")]).unwrap();
+        assert_eq!(p.annotations.response_timeout_ms, Some(60_500));
     }
 
     #[test]

@@ -398,9 +398,15 @@ fn route_shape(
     id: &str,
 ) -> Result<(MatchKind, RuleType, PathRewrite, String), String> {
     let raw = path.map(str::trim).filter(|p| !p.is_empty()).unwrap_or("/");
-    if !raw.starts_with('/') || raw.contains(['?', '#', ' ']) || raw.chars().any(char::is_control) {
+    // A path a request cannot carry (`<`, `>`, a backquote) never matches, and as a ReplacePath
+    // target it would make every request fail.
+    if !raw.starts_with('/')
+        || raw.contains(['?', '#', ' '])
+        || raw.chars().any(char::is_control)
+        || raw.parse::<http::uri::PathAndQuery>().is_err()
+    {
         return Err(format!(
-            "path {} must start with '/' and contain no '?', '#', spaces or control characters",
+            "path {} must start with '/' and contain no '?', '#', spaces, control characters or characters a URL path cannot hold (<, >, `)",
             quoted(raw)
         ));
     }

@@ -323,6 +323,20 @@ fn invalid_hosts_and_paths_are_refused() {
     assert!(config.warnings[0].refused && config.warnings[0].message.contains("must start with '/'"));
 }
 
+/// Found by the manifest fuzz target: a ReplacePath Ingress whose path holds a backquote was
+/// served, and every request to it answered 400 (the rewritten URL is invalid).
+#[test]
+fn paths_a_request_cannot_carry_are_refused() {
+    let replace = "traefik.ingress.kubernetes.io/rule-type: ReplacePath";
+    for (annotations, path) in [(replace, "/fixed`"), ("", "/a<b>"), ("", "/a`")] {
+        let config = translate_yaml(&with_ingress(annotations, path, "ImplementationSpecific"));
+        assert!(config.routes.is_empty(), "{path}");
+        assert!(config.warnings[0].refused && config.warnings[0].message.contains("cannot hold"), "{path}");
+    }
+    let config = translate_yaml(&with_ingress(replace, "/fixed/{id}|x", "ImplementationSpecific"));
+    assert_eq!(config.routes[0].rewrite, PathRewrite::ReplaceWhole("/fixed/{id}|x".into()));
+}
+
 #[test]
 fn regex_like_paths_are_served_literally_with_a_note() {
     for (path, sign) in [("/(.*)", "*"), ("/api/{id:[0-9]+}", "{"), ("/files/*", "*"), ("/x(.+)", ".+"), ("/a$", "$")] {
