@@ -246,7 +246,7 @@ pub struct ManifestSource {
     last_good: HashMap<PathBuf, Vec<Object>>,
     /// Files found empty that held objects before: an editor or `cat >` truncates before
     /// writing, so the first empty read keeps the old objects and asks for another look.
-    emptied: std::collections::HashSet<PathBuf>,
+    emptied: HashMap<PathBuf, Option<std::time::SystemTime>>,
     unsettled: bool,
     /// Each file's last parse, by a hash of its text: an unchanged file is not parsed again, so
     /// a large one costs once, not on every change to any file.
@@ -374,11 +374,19 @@ impl ManifestSource {
         result
     }
 
-    /// An empty file that held objects is taken as mid-write once; found empty again, it is empty.
+    /// An empty file that held objects is taken as mid-write; it counts as empty only when found
+    /// empty again with no write in between (the same modification time). A file rewritten in
+    /// place again and again can be caught empty at every look, but never unchanged.
     fn looks_mid_write(&mut self, file: &Path) -> bool {
         let had_objects = self.last_good.get(file).is_some_and(|o| !o.is_empty());
-        if had_objects && self.emptied.insert(file.to_path_buf()) {
-            return true;
+        let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+        match self.emptied.get(file) {
+            _ if !had_objects => {}
+            Some(seen) if *seen == modified => {}
+            _ => {
+                self.emptied.insert(file.to_path_buf(), modified);
+                return true;
+            }
         }
         self.emptied.remove(file);
         false
@@ -636,6 +644,24 @@ items:
         assert_eq!(source.load().0.services.len(), 1);
         std::fs::write(&file, "").unwrap();
         assert_eq!(source.load().0.services.len(), 1, "each new emptying gets its second look");
+    }
+
+    #[test]
+    fn a_file_caught_empty_again_after_another_write_is_still_mid_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+        let mut source = ManifestSource::new(vec![file.clone()]).unwrap();
+        assert_eq!(source.load().0.services.len(), 1);
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(source.load().0.services.len(), 1);
+        // Rewritten in place meanwhile, and caught truncated again: a later write than the
+        // first empty look, so not "left empty".
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        std::fs::File::options().write(true).truncate(true).open(&file).unwrap().set_modified(later).unwrap();
+        assert_eq!(source.load().0.services.len(), 1, "written since the last look: still mid-write");
+        assert!(source.unsettled());
+        assert_eq!(source.load().0.services.len(), 0, "empty twice with no write between: empty");
     }
 
     #[test]
