@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use portier::translate::annotations;
+use portier::translate::annotations::{self, ACCESS_CONTROL, LEGACY_ACCESS_CONTROL};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -48,24 +48,6 @@ fuzz_target!(|data: &[u8]| {
         _ => panic!("padding values changed the outcome: {result:?} vs {again:?}"),
     }
 });
-
-/// Traefik 1.7's access-control annotations (a copy: the list in portier is private). Serving an
-/// Ingress without them would open what its author meant to close.
-const ACCESS_CONTROL: &[&str] = &[
-    "auth-type",
-    "auth-secret",
-    "auth-url",
-    "auth-realm",
-    "auth-header-field",
-    "auth-remove-header",
-    "auth-trust-headers",
-    "auth-response-headers",
-    "auth-tls-secret",
-    "auth-tls-insecure",
-    "whitelist-source-range",
-    "whitelist-x-forwarded-for",
-];
-const LEGACY_ACCESS_CONTROL: &[&str] = &["traefik.frontend.whitelistSourceRange", "traefik.frontend.auth.basic"];
 
 fn check_accepted(map: &BTreeMap<String, String>, p: &annotations::Parsed) {
     let a = &p.annotations;

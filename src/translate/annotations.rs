@@ -41,7 +41,7 @@ pub const INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
 
 /// Traefik 1.7 annotations that restrict who may reach a route. portier does not implement
 /// them, and serving such an Ingress without them would open what the user meant to close.
-const ACCESS_CONTROL: &[&str] = &[
+pub const ACCESS_CONTROL: &[&str] = &[
     "auth-type",
     "auth-secret",
     "auth-url",
@@ -55,7 +55,7 @@ const ACCESS_CONTROL: &[&str] = &[
     "whitelist-source-range",
     "whitelist-x-forwarded-for",
 ];
-const LEGACY_ACCESS_CONTROL: &[&str] = &["traefik.frontend.whitelistSourceRange", "traefik.frontend.auth.basic"];
+pub const LEGACY_ACCESS_CONTROL: &[&str] = &["traefik.frontend.whitelistSourceRange", "traefik.frontend.auth.basic"];
 /// The `<name>` part of the `[traefik.]ingress.kubernetes.io/<name>` annotations portier reads.
 const SUPPORTED: &[&str] = &[
     "rule-type",
