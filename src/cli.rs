@@ -126,17 +126,17 @@ pub struct Cli {
     pub max_connections: u32,
 
     /// A TLS handshake on the https entry must finish within this.
-    #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_parser = parse_timeout)]
     pub tls_handshake_timeout: Duration,
 
     /// A request's head (request line and headers) must arrive within this from its first byte
     /// (against slowloris); the connection is closed otherwise.
-    #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_HEADER_READ_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::entry::DEFAULT_HEADER_READ_TIMEOUT, value_parser = parse_timeout)]
     pub header_read_timeout: Duration,
 
     /// A keep-alive client connection with no request in flight is closed after this (HTTP/2:
     /// with GOAWAY).
-    #[arg(long, value_name = "DURATION", default_value = crate::proxy::connection::DEFAULT_IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::connection::DEFAULT_IDLE_TIMEOUT, value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
     /// Largest request head in bytes, request line and headers together (HTTP/2: the header
@@ -158,16 +158,16 @@ pub struct Cli {
     pub http2_max_concurrent_streams: u32,
 
     /// Connecting to a backend must succeed within this (else 504).
-    #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_CONNECT_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_CONNECT_TIMEOUT, value_parser = parse_timeout)]
     pub upstream_connect_timeout: Duration,
 
     /// The TLS handshake with an HTTPS backend must finish within this (else 504).
-    #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_parser = parse_timeout)]
     pub upstream_tls_handshake_timeout: Duration,
 
     /// A backend must send its response headers within this (else 504); per Ingress with the
     /// annotation portier.io/response-timeout. Bodies and upgraded connections have no timeout.
-    #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_RESPONSE_HEADER_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = crate::proxy::upstream::DEFAULT_RESPONSE_HEADER_TIMEOUT, value_parser = parse_timeout)]
     pub upstream_response_timeout: Duration,
 
     /// On SIGTERM/SIGINT: stop accepting, answer /readyz 503, let open requests and upgraded
@@ -212,6 +212,15 @@ pub enum LogFormat {
 pub enum AccessLogFormat {
     Json,
     Common,
+}
+
+/// A timeout: a duration of at least 1ms (zero would fail every connection or request at once).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.as_millis() == 0 {
+        return Err("a timeout must be at least 1ms".into());
+    }
+    Ok(d)
 }
 
 fn parse_selector(s: &str) -> Result<LabelSelector, String> {

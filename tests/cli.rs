@@ -155,6 +155,16 @@ fn unparsable_throttle_is_a_startup_error_naming_the_flag() {
 }
 
 #[test]
+fn a_zero_timeout_is_a_startup_error_naming_the_flag() {
+    let dir = manifests_dir();
+    for flag in ["--idle-timeout", "--upstream-response-timeout", "--header-read-timeout"] {
+        let stderr = startup_error(&args_with(path_str(dir.path()), &[flag, "0s"]));
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(stderr.contains("at least 1ms"), "says why: {stderr}");
+    }
+}
+
+#[test]
 fn missing_tls_cert_file_is_a_startup_error_naming_the_file() {
     let dir = manifests_dir();
     let key = dir.path().join("key.pem");
