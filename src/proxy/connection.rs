@@ -73,6 +73,8 @@ pub struct Activity {
 /// The most of a request head kept for the Content-Length + Transfer-Encoding check (a head
 /// longer than `--max-header-bytes` is refused by hyper anyway).
 const HEAD_COPY_LIMIT: usize = 64 * 1024;
+/// The buffer kept between requests (a usual head fits in well under it).
+const HEAD_KEEP_CAPACITY: usize = 4 * 1024;
 
 impl Activity {
     fn new() -> Self {
@@ -123,6 +125,10 @@ impl Activity {
         if let Ok(mut head) = self.head.lock() {
             if new_head {
                 head.clear();
+                // A large head once should not hold its buffer for the connection's life.
+                if head.capacity() > HEAD_KEEP_CAPACITY {
+                    head.shrink_to(HEAD_KEEP_CAPACITY);
+                }
             }
             let room = HEAD_COPY_LIMIT.saturating_sub(head.len());
             head.extend_from_slice(&bytes[..bytes.len().min(room)]);
