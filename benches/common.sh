@@ -15,19 +15,22 @@ start_backend() {
   for _ in $(seq 100); do [[ -s "$work/key.pem" ]] && break; sleep 0.05; done
 }
 
-# web_service: the Service `web` and its EndpointSlice, pointing at the plain backend.
-web_service() {
+# service NAME PORT_NAME PORT TARGET_PORT: a Service and its EndpointSlice on 127.0.0.1.
+service() {
   cat <<YAML
 apiVersion: v1
 kind: Service
-metadata: {name: web, namespace: default}
-spec: {ports: [{name: http, port: 80}]}
+metadata: {name: $1, namespace: default}
+spec: {ports: [{name: $2, port: $3}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+metadata: {name: $1-1, namespace: default, labels: {kubernetes.io/service-name: $1}}
 addressType: IPv4
-ports: [{name: http, port: $B_HTTP}]
+ports: [{name: $2, port: $4}]
 endpoints: [{addresses: ["127.0.0.1"]}]
 YAML
 }
+
+# web_service: the Service `web`, pointing at the plain backend.
+web_service() { service web http 80 "$B_HTTP"; }

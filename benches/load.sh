@@ -45,17 +45,7 @@ mkdir "$work/manifests"
 cat > "$work/manifests/bench.yaml" <<YAML
 $(web_service)
 ---
-apiVersion: v1
-kind: Service
-metadata: {name: webtls, namespace: default}
-spec: {ports: [{name: https, port: 443}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: webtls-1, namespace: default, labels: {kubernetes.io/service-name: webtls}}
-addressType: IPv4
-ports: [{name: https, port: $B_HTTPS}]
-endpoints: [{addresses: ["127.0.0.1"]}]
+$(service webtls https 443 "$B_HTTPS")
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress

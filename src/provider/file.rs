@@ -628,14 +628,20 @@ items:
         assert_eq!(source.last_parsed, 1, "a file removed and written again is parsed again");
     }
 
-    #[test]
-    fn an_emptied_file_keeps_its_objects_for_one_look_then_counts_as_empty() {
+    /// A source over one file that held a Service and was then emptied (not loaded since).
+    fn one_service_file_then_emptied() -> (tempfile::TempDir, PathBuf, ManifestSource) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("svc.yaml");
         std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
         let mut source = ManifestSource::new(vec![file.clone()]).unwrap();
         assert_eq!(source.load().0.services.len(), 1);
         std::fs::write(&file, "").unwrap();
+        (dir, file, source)
+    }
+
+    #[test]
+    fn an_emptied_file_keeps_its_objects_for_one_look_then_counts_as_empty() {
+        let (_dir, file, mut source) = one_service_file_then_emptied();
         assert_eq!(source.load().0.services.len(), 1, "first empty read: maybe mid-write");
         assert!(source.unsettled());
         assert_eq!(source.load().0.services.len(), 0, "still empty: it is empty");
@@ -648,12 +654,7 @@ items:
 
     #[test]
     fn a_file_caught_empty_again_after_another_write_is_still_mid_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("svc.yaml");
-        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
-        let mut source = ManifestSource::new(vec![file.clone()]).unwrap();
-        assert_eq!(source.load().0.services.len(), 1);
-        std::fs::write(&file, "").unwrap();
+        let (_dir, file, mut source) = one_service_file_then_emptied();
         assert_eq!(source.load().0.services.len(), 1);
         // Rewritten in place meanwhile, and caught truncated again: a later write than the
         // first empty look, so not "left empty".
