@@ -5,10 +5,14 @@
 #   bash benches/load.sh                 # full run: ROUNDS=3 rounds of DURATION=10 s per scenario
 #   BENCH_SMOKE=1 bash benches/load.sh   # a few seconds, to keep the script working (CI runs this)
 #   SCENARIOS="plain-http1 tls-keepalive" bash benches/load.sh   # only these scenarios
+#   PACE_MS=3 bash benches/load.sh       # the paced scenarios' wait between requests, per connection
 #
 # Scenarios: plain HTTP/1.1 keep-alive; TLS termination (HTTPS keep-alive → HTTP backend); a new TLS
 # connection per request; re-encrypt (HTTPS entry → HTTPS backend, pooled); a 1 MiB response;
-# and direct to the backend (no proxy), the physical limit. Reported per scenario and proxy: req/s,
+# and direct to the backend (no proxy), the physical limit. The paced scenarios (plain and TLS)
+# offer both proxies the same load, below what either can serve: each connection waits PACE_MS
+# between a response and its next request, so the latencies compare at equal load rather than at
+# saturation. Reported per scenario and proxy: req/s,
 # p50/p99/p99.9 latency, requests per proxy CPU-second, and the ratios portier/nginx. Peak RSS of
 # each proxy at the end. Medians over the rounds.
 set -euo pipefail
@@ -119,18 +123,21 @@ done = function(summary, latency, requests)
     latency:percentile(99.9), e.connect + e.read + e.write + e.status + e.timeout))
 end
 LUA
+PACE_MS=${PACE_MS:-3}
+{ cat "$work/report.lua"; echo "delay = function() return $PACE_MS end"; } > "$work/paced.lua"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICKS=$(getconf CLK_TCK)
 results="$work/results.txt"
 : > "$results"
 
-# run SCENARIO PROXY PID URL [wrk args...]
+# run SCENARIO PROXY PID URL [wrk args...]; paced scenarios (named *-paced) wait between requests.
 run() {
   local scenario=$1 proxy=$2 pid=$3 url=$4; shift 4
-  local before after out
+  local before after out script=$work/report.lua
+  [[ $scenario == *-paced ]] && script=$work/paced.lua
   before=$([[ $pid != - ]] && cpu_ticks "$pid" || echo 0)
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/report.lua" "$@" "$url" | grep '^RESULT')
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$@" "$url" | grep '^RESULT')
   after=$([[ $pid != - ]] && cpu_ticks "$pid" || echo 0)
   echo "$scenario $proxy $out $((after - before))" >> "$results"
 }
@@ -152,6 +159,8 @@ for round in $(seq "$ROUNDS"); do
   scenario tls-new-conn / https -H "Connection: close"
   scenario reencrypt / https -H "Host: tls.bench"
   scenario 1mib-response /1m http
+  scenario plain-paced / http
+  scenario tls-paced / https
 done
 
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
@@ -169,8 +178,8 @@ for line in open(path):
     rows.setdefault((scenario, proxy), []).append((rps, p50, p99, p999, per_cpu, errors))
 med = lambda xs: statistics.median(xs)
 print(f"\n{rounds} round(s) x {duration}s, {conns} connections, wrk -t1; medians. Latencies in microseconds.")
-print(f"{'scenario':<15} {'proxy':<8} {'req/s':>10} {'p50':>7} {'p99':>7} {'p99.9':>7} {'req/CPU-s':>10} {'errors':>6}  {'portier/nginx req/s':>19} {'req/CPU-s':>9}")
-order = ["direct", "plain-http1", "tls-keepalive", "tls-new-conn", "reencrypt", "1mib-response"]
+print(f"{'scenario':<15} {'proxy':<8} {'req/s':>10} {'p50':>7} {'p99':>7} {'p99.9':>7} {'req/CPU-s':>10} {'errors':>6}  {'portier/nginx req/s':>19} {'req/CPU-s':>9} {'p99':>5}")
+order = ["direct", "plain-http1", "tls-keepalive", "tls-new-conn", "reencrypt", "1mib-response", "plain-paced", "tls-paced"]
 for scenario in order:
     for proxy in ["backend", "portier", "nginx"]:
         r = rows.get((scenario, proxy))
@@ -181,7 +190,7 @@ for scenario in order:
         ratio = ""
         if proxy == "portier" and (scenario, "nginx") in rows:
             n = rows[(scenario, "nginx")]
-            ratio = f"{rps / med([x[0] for x in n]):>19.2f} {per_cpu / med([x[4] for x in n]):>9.2f}"
+            ratio = f"{rps / med([x[0] for x in n]):>19.2f} {per_cpu / med([x[4] for x in n]):>9.2f} {p99 / med([x[2] for x in n]):>5.2f}"
         cpu = "" if proxy == "backend" else f"{per_cpu:>10.0f}"
         print(f"{scenario:<15} {proxy:<8} {rps:>10.0f} {p50:>7.0f} {p99:>7.0f} {p999:>7.0f} {cpu:>10} {errors:>6}  {ratio}")
 PY

@@ -62,9 +62,10 @@ impl Reloader {
                 self.shared.live.store(Arc::new(live));
                 let rebuild = started.elapsed();
                 self.shared.metrics.rebuilt(rebuild);
-                let transports: Vec<_> =
-                    self.shared.live.load().config.backends.iter().map(|b| b.transport.clone()).collect();
-                self.upstreams.retain(&transports.iter().collect::<Vec<_>>());
+                let live = self.shared.live.load();
+                let in_use: Vec<_> =
+                    live.config.backends.iter().zip(&live.authorities).map(|(b, a)| (&b.transport, &a[..])).collect();
+                self.upstreams.retain(&in_use);
                 let rebuild_ms = rebuild.as_secs_f64() * 1000.0;
                 tracing::info!(generation, routes, rebuild_ms, "configuration swapped");
                 true
@@ -122,13 +123,14 @@ pub fn empty_live() -> Live {
 /// `previous`: the config serving now, whose metric handles are reused for routes that stay.
 fn link(config: Config, upstreams: &Upstreams, previous: &Live, metrics: &Metrics) -> Result<Live, String> {
     let generation = previous.generation + 1;
+    let authorities: Vec<_> = config.backends.iter().map(|b| crate::proxy::upstream::authorities(&b.target)).collect();
     let clients = config
         .backends
         .iter()
-        .map(|b| upstreams.clients_for(&b.transport).map_err(|e| format!("backend {}: {e}", b.name)))
+        .zip(&authorities)
+        .map(|(b, addrs)| upstreams.clients_for(&b.transport, addrs).map_err(|e| format!("backend {}: {e}", b.name)))
         .collect::<Result<Vec<_>, _>>()?;
     let observers = metrics.observers_for(&config, Some((&previous.config, &previous.observers)));
-    let authorities = config.backends.iter().map(|b| crate::proxy::upstream::authorities(&b.target)).collect();
     Ok(Live { config: Arc::new(config), clients, authorities, generation, swapped_at: SystemTime::now(), observers })
 }
 

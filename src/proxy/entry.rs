@@ -87,9 +87,13 @@ pub fn http_builder(limits: HttpLimits) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers)
         // hyper's read buffer bounds the head: past it, 431. (Its floor is 8 KiB.)
         .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
+    // hyper parses into a stack array of its default size, but fills a vector per request once a
+    // limit is set: set one only when it differs.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -97,6 +101,9 @@ pub fn http_builder(limits: HttpLimits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
+
+/// hyper's own limit on header fields when none is set (`proto::h1::role::DEFAULT_MAX_HEADERS`).
+const HYPER_MAX_HEADERS: usize = 100;
 
 /// hyper refuses a read buffer smaller than this.
 pub const MIN_HEADER_BYTES: usize = 8192;

@@ -112,6 +112,11 @@ pub fn rewrite<'a>(route: &'a Route, path: &'a str, query: Option<&'a str>) -> R
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header names.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive for tunnelling.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most requests and responses carry none: one pass over the names instead of a hashed
+    // removal of each.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -140,6 +145,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// The fields [`strip_hop_by_hop`] always removes (besides those `Connection` names, which it
+/// also removes).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &header::UPGRADE,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::PROXY_AUTHENTICATE,
+    ]
+    .contains(&name)
 }
 
 /// HTTP/2 clients send each cookie as its own field; HTTP/1.1 backends expect one `Cookie`
@@ -210,8 +231,11 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo, host
         Some(prior) => client.ip.to_str().ok().and_then(|ip| HeaderValue::try_from(format!("{prior}, {ip}")).ok()),
         None => Some(client.ip.clone()),
     };
-    headers.remove(&X_FORWARDED_PREFIX);
-    headers.remove(&X_REPLACED_PATH);
+    // Set only by portier, from the route: a client's own are dropped.
+    if headers.keys().any(|n| n == X_FORWARDED_PREFIX || n == X_REPLACED_PATH) {
+        headers.remove(&X_FORWARDED_PREFIX);
+        headers.remove(&X_REPLACED_PATH);
+    }
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }

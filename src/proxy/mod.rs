@@ -20,6 +20,7 @@ pub mod balance;
 pub mod connection;
 pub mod entry;
 pub mod middleware;
+pub mod pool;
 pub mod upstream;
 
 use std::borrow::Cow;
@@ -46,14 +47,17 @@ use crate::access_log::{AccessLog, Pending};
 use crate::config::{Backend, BackendId, Config, Route, RouteId, Scheme, Target};
 use crate::metrics::{BackendHandles, EntryAddresses, Metrics, Observers};
 
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+/// A backend's response body (from a pooled HTTP/1.1 connection, or the HTTP/2 client), or one
+/// portier wrote.
+pub type ResponseBody = Either<Either<pool::PooledBody, Incoming>, Full<Bytes>>;
 
 /// The config in use and the clients of its backends (same order as `config.backends`).
 pub struct Live {
     pub config: Arc<Config>,
     pub clients: Vec<BackendClients>,
     /// The authorities of each backend's endpoints (same order as `config.backends`, and within
-    /// one, as its endpoints; one for an ExternalName), made once per swap.
+    /// one, as its endpoints and as its clients' pools; one for an ExternalName), made once per
+    /// swap.
     pub authorities: Vec<Vec<Authority>>,
     pub generation: u64,
     pub swapped_at: SystemTime,
@@ -290,12 +294,16 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
         None => Either::Left(body),
     };
 
-    // 6. upstream.
-    let client = if upgrade { &clients.upgrade } else { &clients.main };
+    // 6. upstream: HTTP/1.1 pools for HTTP/1.1 backends and for upgrades, the HTTP/2 client
+    // otherwise.
+    let via = match &clients.http2 {
+        Some(client) if !upgrade => Via::Http2(client),
+        _ => Via::Pools(&clients.pools),
+    };
     let wait = route.response_timeout_ms.map_or(settings.response_header_timeout, Duration::from_millis);
     let sent_at = Instant::now();
     parts.uri = uri;
-    let mut sent = send_upstream(client, Request::from_parts(parts, body), wait).await;
+    let mut sent = send_upstream(via, attempt_index(chosen), Request::from_parts(parts, body), wait).await;
     let (mut attempt, mut retry) = (chosen, retry);
     loop {
         let connect_failed = matches!(&sent, Err(Attempt { connect_failed: true, .. }));
@@ -312,7 +320,7 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
         *request.headers_mut() = headers;
         *request.uri_mut() = next_uri;
         (attempt, authority) = (next, next_authority);
-        sent = send_upstream(client, request, wait).await;
+        sent = send_upstream(via, attempt_index(next), request, wait).await;
     }
     if let Some(log) = seen.log.as_mut() {
         log.address = Some(authority.to_string());
@@ -368,22 +376,81 @@ struct Attempt {
     connect_failed: bool,
 }
 
-/// Sends a request to its backend, waiting at most `wait` for the response headers.
+/// Where a backend's requests go.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    /// One pool per endpoint, by the endpoint's index.
+    Pools(&'a [Arc<pool::EndpointPool>]),
+    Http2(&'a upstream::UpstreamClient),
+}
+
+fn attempt_index(chosen: balance::Chosen<'_>) -> usize {
+    chosen.index.unwrap_or(0)
+}
+
+/// Sends a request to its backend, waiting at most `wait` for the response headers. The request's
+/// URI is absolute (scheme, endpoint, path); `endpoint` is the index of the endpoint it names.
 async fn send_upstream(
-    client: &upstream::UpstreamClient,
-    request: Request<upstream::UpstreamBody>,
+    via: Via<'_>,
+    endpoint: usize,
+    mut request: Request<upstream::UpstreamBody>,
     wait: Duration,
-) -> Result<Response<Incoming>, Attempt> {
-    match tokio::time::timeout(wait, client.request(request)).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(Attempt { connect_failed: error.is_connect(), failure: upstream::classify(&error) }),
-        Err(_) => Err(Attempt {
+) -> Result<Response<Either<pool::PooledBody, Incoming>>, Attempt> {
+    let failed = |error: &(dyn std::error::Error + 'static), connect: bool| Attempt {
+        failure: upstream::classify(error, connect),
+        connect_failed: connect,
+    };
+    let sent = match via {
+        Via::Http2(client) => tokio::time::timeout(wait, client.request(request))
+            .await
+            .map(|sent| sent.map(|response| response.map(Either::Right)).map_err(|e| failed(&e, e.is_connect()))),
+        Via::Pools(pools) => {
+            let Some(pool) = pools.get(endpoint) else {
+                let detail = "no connection pool for the endpoint".to_string();
+                return Err(Attempt {
+                    failure: UpstreamFailure::new(UpstreamErrorKind::Other, detail),
+                    connect_failed: false,
+                });
+            };
+            to_origin_form(&mut request);
+            tokio::time::timeout(wait, pool.send(request)).await.map(|sent| {
+                sent.map(|response| response.map(Either::Left)).map_err(|e| failed(e.as_error(), e.is_connect()))
+            })
+        }
+    };
+    sent.unwrap_or_else(|_| {
+        Err(Attempt {
             failure: UpstreamFailure::new(
                 UpstreamErrorKind::Timeout,
                 format!("no response headers within {}", humantime::format_duration(wait)),
             ),
             connect_failed: false,
-        }),
+        })
+    })
+}
+
+/// An HTTP/1.1 request names its target in origin-form (`/path?query`; authority-form for
+/// CONNECT), with a Host header: the endpoint's (without a default port) when the request has none.
+fn to_origin_form(request: &mut Request<upstream::UpstreamBody>) {
+    let Some(authority) = request.uri().authority().cloned() else { return };
+    if !request.headers().contains_key(header::HOST) {
+        let default_port = if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port == default_port => authority.host(),
+            _ => authority.as_str(),
+        };
+        if let Ok(host) = HeaderValue::from_str(host) {
+            request.headers_mut().insert(header::HOST, host);
+        }
+    }
+    let mut parts = http::uri::Parts::default();
+    if request.method() == Method::CONNECT {
+        parts.authority = Some(authority);
+    } else {
+        parts.path_and_query = request.uri().path_and_query().cloned();
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
     }
 }
 
@@ -394,7 +461,7 @@ fn note_endpoint(
     backend: &Backend,
     observer: Option<&BackendHandles>,
     index: Option<usize>,
-    sent: &Result<Response<Incoming>, Attempt>,
+    sent: &Result<Response<Either<pool::PooledBody, Incoming>>, Attempt>,
     authority: &Authority,
 ) {
     let Some(health) = index.and_then(|i| health_of(observer).get(i)) else { return };

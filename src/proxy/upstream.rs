@@ -1,6 +1,7 @@
-//! Clients to backends: one pooled hyper client per transport (scheme, HTTP version, TLS
-//! verification and server name), a DNS cache for ExternalName hosts, and the classification of
-//! failures into 502/504 answers a person can act on.
+//! Clients to backends: a connection pool per endpoint for HTTP/1.1 (`pool.rs`; upgrades too), a
+//! multiplexing hyper client per transport for HTTP/2 backends, the connectors behind both (scheme,
+//! TLS verification and server name), a DNS cache for ExternalName hosts, and the classification
+//! of failures into 502/504 answers a person can act on.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -12,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use http::uri::Authority;
+use http::Uri;
 use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::dns::Name;
@@ -24,6 +27,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use rustls_pki_types::pem::PemObject;
 
 use crate::config::{Scheme, Transport};
+use crate::proxy::pool::EndpointPool;
 use crate::tls::crypto_provider;
 
 /// Upstream TCP connect timeout (Traefik's `dialTimeout` default is 30s; 5s fails faster on a dead
@@ -46,11 +50,14 @@ pub type Connector = Bounded<HttpsConnector<HttpConnector<CachingResolver>>>;
 pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>;
 pub type UpstreamClient = Client<Connector, UpstreamBody>;
 
-/// The clients one backend uses: `main` for requests, `upgrade` (always HTTP/1.1) for upgrades.
-#[derive(Clone, Debug)]
+/// How requests reach one backend.
+#[derive(Clone, Debug, Default)]
 pub struct BackendClients {
-    pub main: UpstreamClient,
-    pub upgrade: UpstreamClient,
+    /// HTTP/1.1 connections per endpoint, in the order of the backend's endpoints (one for an
+    /// ExternalName): every request of an HTTP/1.1 backend, and upgrades on any backend.
+    pub pools: Vec<Arc<EndpointPool>>,
+    /// HTTP/2 backends (h2c, or ALPN h2): one multiplexing client for the transport.
+    pub http2: Option<UpstreamClient>,
 }
 
 /// `--upstream-connect-timeout` and `--upstream-tls-handshake-timeout`.
@@ -66,7 +73,8 @@ pub struct Upstreams {
     insecure: Arc<ClientConfig>,
     resolver: CachingResolver,
     timeouts: UpstreamTimeouts,
-    cache: Mutex<HashMap<(Transport, bool), UpstreamClient>>,
+    cache: Mutex<HashMap<Transport, UpstreamClient>>,
+    pools: Mutex<HashMap<(Transport, Authority), Arc<EndpointPool>>>,
 }
 
 impl Upstreams {
@@ -102,27 +110,52 @@ impl Upstreams {
             resolver: CachingResolver::default(),
             timeouts,
             cache: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn clients_for(&self, transport: &Transport) -> Result<BackendClients, String> {
-        let main = self.client(transport, transport.http2)?;
-        let upgrade = if transport.http2 { self.client(transport, false)? } else { main.clone() };
-        Ok(BackendClients { main, upgrade })
+    /// The pools of `authorities` (the backend's endpoints) and, for an HTTP/2 backend, its client;
+    /// made once and kept across swaps, so connections stay warm.
+    pub fn clients_for(&self, transport: &Transport, authorities: &[Authority]) -> Result<BackendClients, String> {
+        let http2 = if transport.http2 { Some(self.http2_client(transport)?) } else { None };
+        let mut cached = self.pools.lock().map_err(|_| "upstream pool cache poisoned".to_string())?;
+        let mut pools = Vec::with_capacity(authorities.len());
+        for authority in authorities {
+            let key = (transport.clone(), authority.clone());
+            let pool = match cached.get(&key) {
+                Some(pool) => pool.clone(),
+                None => {
+                    let scheme = match transport.scheme {
+                        Scheme::Http => http::uri::Scheme::HTTP,
+                        Scheme::Https => http::uri::Scheme::HTTPS,
+                    };
+                    let target = Uri::builder()
+                        .scheme(scheme)
+                        .authority(authority.clone())
+                        .path_and_query("/")
+                        .build()
+                        .map_err(|e| format!("endpoint {authority}: {e}"))?;
+                    let pool = EndpointPool::new(self.connector(transport, false)?, target);
+                    cached.insert(key, pool.clone());
+                    pool
+                }
+            };
+            pools.push(pool);
+        }
+        Ok(BackendClients { pools, http2 })
     }
 
-    /// Drops clients no current backend uses (their idle connections close).
-    pub fn retain(&self, transports: &[&Transport]) {
+    /// Drops the clients and pools no current backend uses (their idle connections close).
+    pub fn retain(&self, in_use: &[(&Transport, &[Authority])]) {
         if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|(t, _), _| transports.contains(&t));
+            cache.retain(|t, _| in_use.iter().any(|(u, _)| *u == t));
+        }
+        if let Ok(mut pools) = self.pools.lock() {
+            pools.retain(|(t, a), _| in_use.iter().any(|(u, addrs)| *u == t && addrs.contains(a)));
         }
     }
 
-    fn client(&self, transport: &Transport, http2: bool) -> Result<UpstreamClient, String> {
-        let mut cache = self.cache.lock().map_err(|_| "upstream client cache poisoned".to_string())?;
-        if let Some(client) = cache.get(&(transport.clone(), http2)) {
-            return Ok(client.clone());
-        }
+    fn connector(&self, transport: &Transport, http2: bool) -> Result<Connector, String> {
         let mut http = HttpConnector::new_with_resolver(self.resolver.clone());
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -140,15 +173,21 @@ impl Upstreams {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
-        let connector =
-            Bounded { inner: connector, limit: (transport.scheme == Scheme::Https).then_some(self.timeouts) };
+        Ok(Bounded { inner: connector, limit: (transport.scheme == Scheme::Https).then_some(self.timeouts) })
+    }
+
+    fn http2_client(&self, transport: &Transport) -> Result<UpstreamClient, String> {
+        let mut cache = self.cache.lock().map_err(|_| "upstream client cache poisoned".to_string())?;
+        if let Some(client) = cache.get(transport) {
+            return Ok(client.clone());
+        }
         let mut client = Client::builder(TokioExecutor::new());
         client.pool_idle_timeout(DEFAULT_POOL_IDLE_TIMEOUT).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
-        if http2 && transport.scheme == Scheme::Http {
+        if transport.scheme == Scheme::Http {
             client.http2_only(true);
         }
-        let client = client.build(connector);
-        cache.insert((transport.clone(), http2), client.clone());
+        let client = client.build(self.connector(transport, true)?);
+        cache.insert(transport.clone(), client.clone());
         Ok(client)
     }
 }
@@ -339,7 +378,8 @@ impl UpstreamFailure {
     }
 }
 
-pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+/// `connect`: the failure happened while connecting (nothing was sent).
+pub fn classify(error: &(dyn StdError + 'static), connect: bool) -> UpstreamFailure {
     let mut io_kind = None;
     let mut tls = None;
     let mut messages: Vec<String> = Vec::new();
@@ -377,7 +417,7 @@ pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamFailure {
     if io_kind == Some(std::io::ErrorKind::TimedOut) {
         return UpstreamFailure::new(UpstreamErrorKind::Timeout, format!("connect timed out: {detail}"));
     }
-    if error.is_connect() {
+    if connect {
         return UpstreamFailure::new(UpstreamErrorKind::Connect, format!("connection failed: {detail}"));
     }
     UpstreamFailure::new(UpstreamErrorKind::Other, format!("request failed: {detail}"))
