@@ -19,7 +19,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use crate::state::{key_of, ClusterState};
+use crate::state::{key_of, ClusterState, ObjectKey};
 
 /// Field selector for the only Secrets portier reads.
 pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
@@ -73,19 +73,21 @@ impl KubeStores {
     }
 
     pub fn load(&self) -> ClusterState {
-        let mut state = ClusterState::default();
-        for store in &self.ingresses {
-            state.ingresses.extend(store.state().into_iter().map(|o| (key_of(&o.metadata), o)));
+        // Collected whole, so each map is built from sorted keys at once rather than by 10,000
+        // inserts.
+        fn keyed<K>(stores: &[Store<K>]) -> std::collections::BTreeMap<ObjectKey, Arc<K>>
+        where
+            K: Resource + Clone + 'static,
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            stores.iter().flat_map(Store::state).map(|o| (key_of(o.meta()), o)).collect()
         }
-        for store in &self.services {
-            state.services.extend(store.state().into_iter().map(|o| (key_of(&o.metadata), o)));
-        }
-        for store in &self.endpoint_slices {
-            state.endpoint_slices.extend(store.state().into_iter().map(|o| (key_of(&o.metadata), o)));
-        }
-        for store in &self.secrets {
-            state.secrets.extend(store.state().into_iter().map(|o| (key_of(&o.metadata), o)));
-        }
+        let state = ClusterState {
+            ingresses: keyed(&self.ingresses),
+            services: keyed(&self.services),
+            endpoint_slices: keyed(&self.endpoint_slices),
+            secrets: keyed(&self.secrets),
+        };
         state
     }
 }

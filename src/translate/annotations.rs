@@ -71,7 +71,7 @@ const SUPPORTED: &[&str] = &[
 ];
 
 /// How to talk to the backend, from the `protocol` annotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendProtocol {
     Http,
     Https,

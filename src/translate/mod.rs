@@ -5,6 +5,7 @@ pub mod annotations;
 pub mod backend;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
@@ -14,7 +15,7 @@ use self::backend::{BackendRequest, BackendSpec};
 use crate::config::{quoted, Backend, BackendId, Config, MatchKind, PathRewrite, Route, RuleType, Warning};
 use crate::router::Router;
 use crate::selector::LabelSelector;
-use crate::state::{key_of, ClusterState, ObjectKey};
+use crate::state::{ClusterState, ObjectKey};
 use crate::tls::{load_pem_pair, CertStore, StoredCert};
 
 /// Classes accepted when `--ingress-class` is not set (besides none and empty).
@@ -37,9 +38,10 @@ pub struct TranslateOptions {
 /// Builds the whole config. Ingresses are taken oldest first, then by namespace/name, which
 /// decides every tie.
 pub fn translate(state: &ClusterState, options: &TranslateOptions) -> Config {
-    let mut ingresses: Vec<&Ingress> =
-        state.ingresses.values().map(AsRef::as_ref).filter(|i| selected(i, options)).collect();
-    ingresses.sort_by(|a, b| {
+    // The map is in namespace/name order, which a stable sort by age keeps among equals.
+    let mut ingresses: Vec<(&ObjectKey, &Ingress)> =
+        state.ingresses.iter().map(|(k, i)| (k, i.as_ref())).filter(|(_, i)| selected(i, options)).collect();
+    ingresses.sort_by(|(_, a), (_, b)| {
         let age = |i: &Ingress| i.metadata.creation_timestamp.as_ref().map(|t| t.0);
         // Ingresses with a timestamp are older than those without (manifests often have none).
         match (age(a), age(b)) {
@@ -48,12 +50,12 @@ pub fn translate(state: &ClusterState, options: &TranslateOptions) -> Config {
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         }
-        .then_with(|| key_of(&a.metadata).cmp(&key_of(&b.metadata)))
     });
 
     let mut builder = Builder::default();
-    for ingress in ingresses {
-        builder.add_ingress(state, options, ingress);
+    let mut resolved = Resolved::default();
+    for (key, ingress) in ingresses {
+        builder.add_ingress(state, options, &mut resolved, key, ingress);
     }
     builder.finish()
 }
@@ -76,11 +78,20 @@ fn selected(ingress: &Ingress, options: &TranslateOptions) -> bool {
     }
 }
 
+/// What one Ingress backend reference asks for: namespace, Service, port number or name, protocol
+/// annotation, verification. The rest of a resolution is the same for the whole translation.
+type ResolveKey<'a> = (&'a str, &'a str, Option<i32>, Option<&'a str>, Option<annotations::BackendProtocol>, bool);
+
+/// Backends resolved so far in this translation: Ingresses naming the same Service port resolve
+/// it once (10,000 Ingresses often share a handful of Services).
+type Resolved<'a> = HashMap<ResolveKey<'a>, Arc<BackendSpec>>;
+
 #[derive(Default)]
 struct Builder {
     routes: Vec<Route>,
     backends: Vec<Backend>,
-    backend_ids: HashMap<(String, crate::config::Transport), BackendId>,
+    /// By the address of the resolution (one per distinct backend, see [`Resolved`]).
+    backend_ids: HashMap<usize, BackendId>,
     certificates: CertStore,
     warnings: Vec<Warning>,
     default_route: Option<(ObjectKey, usize)>,
@@ -89,18 +100,24 @@ struct Builder {
 
 /// One Ingress's contribution, collected before anything is added so a refusal leaves no trace.
 struct Draft {
-    routes: Vec<(Route, BackendSpec)>,
-    default_backend: Option<(Route, BackendSpec)>,
+    routes: Vec<(Route, Arc<BackendSpec>)>,
+    default_backend: Option<(Route, Arc<BackendSpec>)>,
     certs: Vec<(ObjectKey, Vec<String>, Result<crate::tls::LoadedCert, String>)>,
     notes: Vec<String>,
 }
 
 impl Builder {
-    fn add_ingress(&mut self, state: &ClusterState, options: &TranslateOptions, ingress: &Ingress) {
-        let key = key_of(&ingress.metadata);
-        match draft(state, options, ingress, &key) {
-            Err(reason) => self.warnings.push(Warning::ingress(&key, reason, true)),
-            Ok(draft) => self.accept(&key, draft),
+    fn add_ingress<'a>(
+        &mut self,
+        state: &ClusterState,
+        options: &TranslateOptions,
+        resolved: &mut Resolved<'a>,
+        key: &'a ObjectKey,
+        ingress: &'a Ingress,
+    ) {
+        match draft(state, options, resolved, ingress, key) {
+            Err(reason) => self.warnings.push(Warning::ingress(key, reason, true)),
+            Ok(draft) => self.accept(key, draft),
         }
     }
 
@@ -153,13 +170,14 @@ impl Builder {
         }
     }
 
-    fn push_route(&mut self, key: &ObjectKey, mut route: Route, spec: BackendSpec) -> usize {
+    fn push_route(&mut self, key: &ObjectKey, mut route: Route, spec: Arc<BackendSpec>) -> usize {
         if let Some(problem) = &spec.problem {
             self.warnings.push(Warning::ingress(key, format!("route {}: {problem}; it answers 503", route.id), false));
         }
         let next_id = self.backends.len();
-        let id = *self.backend_ids.entry((spec.name.clone(), spec.transport.clone())).or_insert(next_id);
+        let id = *self.backend_ids.entry(Arc::as_ptr(&spec) as usize).or_insert(next_id);
         if id == next_id {
+            let spec = Arc::unwrap_or_clone(spec);
             self.backends.push(Backend {
                 name: spec.name,
                 service: spec.service,
@@ -204,11 +222,12 @@ impl Builder {
     }
 }
 
-fn draft(
+fn draft<'a>(
     state: &ClusterState,
     options: &TranslateOptions,
-    ingress: &Ingress,
-    key: &ObjectKey,
+    resolved: &mut Resolved<'a>,
+    ingress: &'a Ingress,
+    key: &'a ObjectKey,
 ) -> Result<Draft, String> {
     let parsed = annotations::parse(ingress.metadata.annotations.as_ref())?;
     let a = parsed.annotations;
@@ -245,22 +264,34 @@ fn draft(
             .map(|(_, s)| s.clone())
     };
 
-    let resolve = |backend: &IngressBackend| -> Result<BackendSpec, String> {
+    let mut resolve = |backend: &'a IngressBackend| -> Result<Arc<BackendSpec>, String> {
         let service = backend.service.as_ref().ok_or_else(|| {
             "a backend names a resource instead of a service; only service backends are supported".to_string()
         })?;
-        Ok(backend::resolve(
-            state,
-            &BackendRequest {
-                namespace: &key.namespace,
-                service: &service.name,
-                port: service.port.as_ref(),
-                protocol: a.protocol,
-                verify,
-                forbid_external_name: options.forbid_external_name,
-                allow_node_local: options.allow_node_local_external_name,
-            },
-        ))
+        let port = service.port.as_ref();
+        let wanted = (
+            key.namespace.as_str(),
+            service.name.as_str(),
+            port.and_then(|p| p.number),
+            port.and_then(|p| p.name.as_deref()),
+            a.protocol,
+            verify,
+        );
+        let spec = resolved.entry(wanted).or_insert_with(|| {
+            Arc::new(backend::resolve(
+                state,
+                &BackendRequest {
+                    namespace: &key.namespace,
+                    service: &service.name,
+                    port,
+                    protocol: a.protocol,
+                    verify,
+                    forbid_external_name: options.forbid_external_name,
+                    allow_node_local: options.allow_node_local_external_name,
+                },
+            ))
+        });
+        Ok(spec.clone())
     };
 
     let mut routes = Vec::new();
