@@ -82,13 +82,12 @@ impl KubeStores {
         {
             stores.iter().flat_map(Store::state).map(|o| (key_of(o.meta()), o)).collect()
         }
-        let state = ClusterState {
+        ClusterState {
             ingresses: keyed(&self.ingresses),
             services: keyed(&self.services),
             endpoint_slices: keyed(&self.endpoint_slices),
             secrets: keyed(&self.secrets),
-        };
-        state
+        }
     }
 }
 
