@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 1024;
 /// 400 KiB). Measured with 64 responses of 1 MiB in flight (benches/load.sh): hyper's default
 /// peaked at 52 MiB of RSS, 256 KiB at 42 MiB with the same requests per CPU-second, 128 KiB at
 /// 31 MiB and 64 KiB at 22 MiB but with 30% more CPU per request (smaller reads).
-const UPSTREAM_READ_BUFFER: usize = 128 * 1024;
+const UPSTREAM_READ_BUFFER: usize = 256 * 1024;
 
 /// Why a request got no response from the endpoint.
 #[derive(Debug)]
