@@ -147,11 +147,14 @@ impl Upstreams {
 
     /// Drops the clients and pools no current backend uses (their idle connections close).
     pub fn retain(&self, in_use: &[(&Transport, &[Authority])]) {
+        let transports: std::collections::HashSet<&Transport> = in_use.iter().map(|(t, _)| *t).collect();
+        let endpoints: std::collections::HashSet<(&Transport, &Authority)> =
+            in_use.iter().flat_map(|(t, addrs)| addrs.iter().map(move |a| (*t, a))).collect();
         if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|t, _| in_use.iter().any(|(u, _)| *u == t));
+            cache.retain(|t, _| transports.contains(t));
         }
         if let Ok(mut pools) = self.pools.lock() {
-            pools.retain(|(t, a), _| in_use.iter().any(|(u, addrs)| *u == t && addrs.contains(a)));
+            pools.retain(|(t, a), _| endpoints.contains(&(t, a)));
         }
     }
 
@@ -421,4 +424,32 @@ pub fn classify(error: &(dyn StdError + 'static), connect: bool) -> UpstreamFail
         return UpstreamFailure::new(UpstreamErrorKind::Connect, format!("connection failed: {detail}"));
     }
     UpstreamFailure::new(UpstreamErrorKind::Other, format!("request failed: {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport() -> Transport {
+        Transport { scheme: Scheme::Http, http2: false, verify: true, server_name: "web.default.svc".into() }
+    }
+
+    #[test]
+    fn pools_are_kept_across_swaps_while_their_endpoint_is_in_use() {
+        let timeouts = UpstreamTimeouts { connect: Duration::from_secs(1), tls_handshake: Duration::from_secs(1) };
+        let upstreams = Upstreams::new(&[], timeouts).unwrap();
+        let (a, b): (Authority, Authority) = ("10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap());
+        let first = upstreams.clients_for(&transport(), &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(first.pools.len(), 2);
+        assert!(first.http2.is_none(), "an HTTP/1.1 backend needs no HTTP/2 client");
+
+        // The next swap keeps endpoint a only: its pool (and idle connections) stay, b's goes.
+        upstreams.retain(&[(&transport(), std::slice::from_ref(&a))]);
+        let second = upstreams.clients_for(&transport(), &[a.clone(), b.clone()]).unwrap();
+        assert!(Arc::ptr_eq(&first.pools[0], &second.pools[0]), "the pool of a kept endpoint was replaced");
+        assert!(!Arc::ptr_eq(&first.pools[1], &second.pools[1]), "the pool of a dropped endpoint was kept");
+
+        let h2 = Transport { http2: true, ..transport() };
+        assert!(upstreams.clients_for(&h2, &[a]).unwrap().http2.is_some());
+    }
 }
