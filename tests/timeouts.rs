@@ -174,3 +174,55 @@ async fn a_backend_that_never_finishes_the_tls_handshake_answers_504_after_the_f
     assert!(started.elapsed() < Duration::from_secs(10), "answered at the handshake timeout");
     held.abort();
 }
+
+/// HTTP/1.1 requests on one client connection share one response timer (see
+/// `connection::ResponseTimer`): each still gets its own route's timeout, whether shorter or longer
+/// than the one before, and after one fired.
+#[tokio::test]
+async fn requests_on_one_connection_each_get_their_own_response_timeout() {
+    const STRIP: (&str, &str) = ("traefik.ingress.kubernetes.io/rule-type", "PathPrefixStrip");
+    let backend = echo_http("slow").await;
+    let port = backend.port();
+    let portier = Portier::start(
+        &[
+            ("svc.yaml", external_service("slow", "localhost", port, None)),
+            ("long.yaml", ingress("long", &[STRIP], None, &[("/long", "Prefix", "slow", port)])),
+            (
+                "short.yaml",
+                ingress(
+                    "short",
+                    &[STRIP, ("portier.io/response-timeout", "300ms")],
+                    None,
+                    &[("/short", "Prefix", "slow", port)],
+                ),
+            ),
+        ],
+        &["--no-https-redirect"],
+    )
+    .await;
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(portier.http()).await.unwrap());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = async |path: &str| {
+        let request = http::Request::get(path)
+            .header("host", "t.test")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let started = Instant::now();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
+        (status, started.elapsed())
+    };
+    // Armed for 60 s by the first request; the second's 300 ms is closer, and must win.
+    assert_eq!(send("/long/slow?ms=10").await.0, 200);
+    let (status, took) = send("/short/slow?ms=3000").await;
+    assert_eq!(status, 504);
+    assert!(took < Duration::from_secs(2), "the shorter timeout was not applied: {took:?}");
+    // After it fired, a longer wait than 300 ms is fine on the long route, and the short route
+    // still answers in time.
+    assert_eq!(send("/long/slow?ms=700").await.0, 200);
+    assert_eq!(send("/short/slow?ms=10").await.0, 200);
+    let (status, took) = send("/short/slow?ms=3000").await;
+    assert_eq!((status, took < Duration::from_secs(2)), (504, true), "{took:?}");
+}

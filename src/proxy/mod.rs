@@ -258,6 +258,7 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
 
     // 5. forward headers.
     let upgrade = req.version() == Version::HTTP_11 && middleware::is_upgrade(req.headers());
+    let client_http2 = req.version() == Version::HTTP_2;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
@@ -303,7 +304,9 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
     let wait = route.response_timeout_ms.map_or(settings.response_header_timeout, Duration::from_millis);
     let sent_at = Instant::now();
     parts.uri = uri;
-    let mut sent = send_upstream(via, attempt_index(chosen), Request::from_parts(parts, body), wait).await;
+    // HTTP/1.1 requests come one at a time per connection, and share its timer.
+    let timer = (!client_http2).then_some(&ctx.response_timer);
+    let mut sent = send_upstream(via, timer, attempt_index(chosen), Request::from_parts(parts, body), wait).await;
     let (mut attempt, mut retry) = (chosen, retry);
     loop {
         let connect_failed = matches!(&sent, Err(Attempt { connect_failed: true, .. }));
@@ -320,7 +323,7 @@ async fn proxy(ctx: &Arc<ConnCtx>, mut req: Request<Incoming>, seen: &mut Seen) 
         *request.headers_mut() = headers;
         *request.uri_mut() = next_uri;
         (attempt, authority) = (next, next_authority);
-        sent = send_upstream(via, attempt_index(next), request, wait).await;
+        sent = send_upstream(via, timer, attempt_index(next), request, wait).await;
     }
     if let Some(log) = seen.log.as_mut() {
         log.address = Some(authority.to_string());
@@ -392,6 +395,7 @@ fn attempt_index(chosen: balance::Chosen<'_>) -> usize {
 /// URI is absolute (scheme, endpoint, path); `endpoint` is the index of the endpoint it names.
 async fn send_upstream(
     via: Via<'_>,
+    timer: Option<&connection::ResponseTimer>,
     endpoint: usize,
     mut request: Request<upstream::UpstreamBody>,
     wait: Duration,
@@ -401,7 +405,7 @@ async fn send_upstream(
         connect_failed: connect,
     };
     let sent = match via {
-        Via::Http2(client) => tokio::time::timeout(wait, client.request(request))
+        Via::Http2(client) => within(timer, wait, client.request(request))
             .await
             .map(|sent| sent.map(|response| response.map(Either::Right)).map_err(|e| failed(&e, e.is_connect()))),
         Via::Pools(pools) => {
@@ -413,7 +417,7 @@ async fn send_upstream(
                 });
             };
             to_origin_form(&mut request);
-            tokio::time::timeout(wait, pool.send(request)).await.map(|sent| {
+            within(timer, wait, pool.send(request)).await.map(|sent| {
                 sent.map(|response| response.map(Either::Left)).map_err(|e| failed(e.as_error(), e.is_connect()))
             })
         }
@@ -427,6 +431,21 @@ async fn send_upstream(
             connect_failed: false,
         })
     })
+}
+
+/// `sending`, unless `wait` passes first (on the connection's timer, when it has one to share).
+async fn within<F: std::future::Future>(
+    timer: Option<&connection::ResponseTimer>,
+    wait: Duration,
+    sending: F,
+) -> Result<F::Output, ()> {
+    let Some(timer) = timer else { return tokio::time::timeout(wait, sending).await.map_err(|_| ()) };
+    let deadline = timer.until(tokio::time::Instant::now() + wait);
+    tokio::select! {
+        biased;
+        sent = sending => Ok(sent),
+        _ = deadline => Err(()),
+    }
 }
 
 /// An HTTP/1.1 request names its target in origin-form (`/path?query`; authority-form for
