@@ -15,14 +15,7 @@ use http_body_util::Full;
 async fn setup() -> (Portier, Echo, u16) {
     let live = echo_http("live").await;
     let port = live.port();
-    let portier = Portier::start(
-        &[
-            ("svc.yaml", service_with_slice("pair", 80, "http", port, &[("127.0.0.1", true), ("127.0.0.2", true)])),
-            ("ing.yaml", ingress("pair", &[], None, &[("/", "Prefix", "pair", 80)])),
-        ],
-        &["--no-https-redirect"],
-    )
-    .await;
+    let portier = portier_to_service("pair", port, &[("127.0.0.1", true), ("127.0.0.2", true)]).await;
     (portier, live, port)
 }
 
@@ -100,14 +93,7 @@ async fn with_every_endpoint_down_the_client_gets_502_naming_the_backend() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free.local_addr().unwrap().port();
     drop(free);
-    let portier = Portier::start(
-        &[
-            ("svc.yaml", service_with_slice("pair", 80, "http", port, &[("127.0.0.1", true), ("127.0.0.2", true)])),
-            ("ing.yaml", ingress("pair", &[], None, &[("/", "Prefix", "pair", 80)])),
-        ],
-        &["--no-https-redirect"],
-    )
-    .await;
+    let portier = portier_to_service("pair", port, &[("127.0.0.1", true), ("127.0.0.2", true)]).await;
     for _ in 0..3 {
         let reply = get(portier.http(), Via::Plain, "pair.test", "/").await;
         assert_eq!(reply.status, 502, "{}", reply.text());

@@ -56,14 +56,7 @@ async fn counting_backend_on(bind: &str, close_after_response: bool) -> (u16, Ar
 }
 
 async fn portier_to(port: u16) -> Portier {
-    Portier::start(
-        &[
-            ("svc.yaml", service_with_slice("web", 80, "http", port, &[("127.0.0.1", true)])),
-            ("ing.yaml", ingress("web", &[], None, &[("/", "Prefix", "web", 80)])),
-        ],
-        &["--no-https-redirect"],
-    )
-    .await
+    portier_to_service("web", port, &[("127.0.0.1", true)]).await
 }
 
 #[tokio::test]
@@ -123,14 +116,7 @@ async fn a_response_the_client_abandoned_does_not_reach_the_next_request() {
 async fn each_endpoint_of_a_backend_has_its_own_connections() {
     let (port, first) = counting_backend(false).await;
     let (_, second) = counting_backend_on(&format!("127.0.0.2:{port}"), false).await;
-    let portier = Portier::start(
-        &[
-            ("svc.yaml", service_with_slice("web", 80, "http", port, &[("127.0.0.1", true), ("127.0.0.2", true)])),
-            ("ing.yaml", ingress("web", &[], None, &[("/", "Prefix", "web", 80)])),
-        ],
-        &["--no-https-redirect"],
-    )
-    .await;
+    let portier = portier_to_service("web", port, &[("127.0.0.1", true), ("127.0.0.2", true)]).await;
     for i in 0..20 {
         let reply = get(portier.http(), Via::Plain, "web.test", &format!("/{i}")).await;
         assert_eq!(reply.status, 200, "request {i}");

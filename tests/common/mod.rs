@@ -371,6 +371,19 @@ pub fn service_with_slice(
     )
 }
 
+/// portier over plain HTTP (no https redirect) sending every request to the Service `name`, whose
+/// endpoints (address, ready) listen on `port`.
+pub async fn portier_to_service(name: &str, port: u16, endpoints: &[(&str, bool)]) -> Portier {
+    Portier::start(
+        &[
+            ("svc.yaml", service_with_slice(name, 80, "http", port, endpoints)),
+            ("ing.yaml", ingress(name, &[], None, &[("/", "Prefix", name, 80)])),
+        ],
+        &["--no-https-redirect"],
+    )
+    .await
+}
+
 /// A kubernetes.io/tls Secret.
 pub fn tls_secret(name: &str, leaf: &Leaf) -> String {
     use base64::Engine;
