@@ -59,7 +59,7 @@ impl ConnCtx {
 pub struct ResponseTimer(std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>);
 
 impl ResponseTimer {
-    /// Resolves at `at` (or soon after, when the timer cannot be had).
+    /// Resolves at `at`.
     pub fn until(&self, at: tokio::time::Instant) -> ResponseDeadline<'_> {
         ResponseDeadline { timer: self, at }
     }
@@ -74,7 +74,8 @@ impl Future for ResponseDeadline<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Ok(mut timer) = self.timer.0.lock() else { return Poll::Ready(()) };
+        // A panic elsewhere while holding it leaves the timer itself sound: keep using it.
+        let mut timer = self.timer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(self.at)));
         if sleep.deadline() > self.at {
             sleep.as_mut().reset(self.at);

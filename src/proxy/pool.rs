@@ -177,11 +177,6 @@ impl EndpointPool {
             idle.retain(|c| !c.sender.is_closed() && now.wrapping_sub(c.since) <= limit);
         }
     }
-
-    /// Idle connections now (tests and the admin API).
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().map_or(0, |idle| idle.len())
-    }
 }
 
 /// A response body from a pooled connection: the connection goes back to its pool once the body

@@ -90,8 +90,10 @@ type Resolved<'a> = HashMap<ResolveKey<'a>, Arc<BackendSpec>>;
 struct Builder {
     routes: Vec<Route>,
     backends: Vec<Backend>,
-    /// By the address of the resolution (one per distinct backend, see [`Resolved`]).
-    backend_ids: HashMap<usize, BackendId>,
+    backend_ids: HashMap<(String, crate::config::Transport), BackendId>,
+    /// The same ids by the address of a resolution (see [`Resolved`]), so routes after the first
+    /// to a backend find it without building its key again.
+    resolution_ids: HashMap<usize, BackendId>,
     certificates: CertStore,
     warnings: Vec<Warning>,
     default_route: Option<(ObjectKey, usize)>,
@@ -175,7 +177,16 @@ impl Builder {
             self.warnings.push(Warning::ingress(key, format!("route {}: {problem}; it answers 503", route.id), false));
         }
         let next_id = self.backends.len();
-        let id = *self.backend_ids.entry(Arc::as_ptr(&spec) as usize).or_insert(next_id);
+        // Different references (a `protocol` annotation or not, say) can resolve to the same
+        // backend: they share it, as its name and transport say.
+        let id = match self.resolution_ids.get(&(Arc::as_ptr(&spec) as usize)) {
+            Some(id) => *id,
+            None => {
+                let id = *self.backend_ids.entry((spec.name.clone(), spec.transport.clone())).or_insert(next_id);
+                self.resolution_ids.insert(Arc::as_ptr(&spec) as usize, id);
+                id
+            }
+        };
         if id == next_id {
             let spec = Arc::unwrap_or_clone(spec);
             self.backends.push(Backend {

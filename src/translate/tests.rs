@@ -393,3 +393,17 @@ fn external_names_can_be_forbidden() {
     assert!(matches!(&config.backends[0].target, Target::Unavailable(r) if r.contains("--allow-external-name=false")));
     assert!(config.warnings.iter().any(|w| w.message.contains("not allowed")));
 }
+
+#[test]
+fn references_that_resolve_alike_share_one_backend() {
+    // The same https port, once with `protocol: https` and once detected by its name: one backend,
+    // as its name and transport are the same (and so its metrics and health).
+    let plain = with_ingress("", "/a", "Prefix").replace("port: {number: 80}", "port: {name: https-alt}");
+    let annotated = with_ingress("ingress.kubernetes.io/protocol: https", "/b", "Prefix")
+        .replace("port: {number: 80}", "port: {name: https-alt}")
+        .replace("  name: web\n  annotations", "  name: other\n  annotations");
+    let config = translate_yaml(&format!("{plain}\n---\n{}", annotated.split("---").last().unwrap()));
+    assert_eq!(config.routes.len(), 2, "{:?}", config.warnings);
+    assert_eq!(config.backends.len(), 1, "{:?}", config.backends.iter().map(|b| &b.name).collect::<Vec<_>>());
+    assert_eq!(config.routes[0].backend, config.routes[1].backend);
+}
