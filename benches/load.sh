@@ -81,6 +81,11 @@ http {
   ssl_certificate $work/cert.pem;
   ssl_certificate_key $work/key.pem;
   ssl_protocols TLSv1.2 TLSv1.3;
+  # The suites portier offers, in the order portier prefers them for a client with AES hardware
+  # (wrk's OpenSSL lists AES-256 first): both proxies negotiate the same one.
+  ssl_prefer_server_ciphers on;
+  ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
+  ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
   ssl_session_cache shared:SSL:10m;
   ssl_session_tickets on;
   proxy_http_version 1.1;
@@ -114,6 +119,10 @@ curl -sf -o /dev/null "http://127.0.0.1:$P_HTTP/" || { echo "portier does not an
 curl -sf -o /dev/null "http://127.0.0.1:$N_HTTP/" || { echo "nginx does not answer" >&2; cat "$work/nginx-error.log" >&2; exit 1; }
 curl -skf -o /dev/null -H 'Host: tls.bench' "https://127.0.0.1:$P_HTTPS/" || { echo "portier re-encrypt route fails" >&2; exit 1; }
 curl -skf -o /dev/null -H 'Host: tls.bench' "https://127.0.0.1:$N_HTTPS/" || { echo "nginx re-encrypt route fails" >&2; exit 1; }
+for port in $P_HTTPS $N_HTTPS; do
+  suite=$(openssl s_client -connect "127.0.0.1:$port" </dev/null 2>/dev/null | awk '/^New, /{print $NF}')
+  echo "TLS on port $port: $suite" >&2
+done
 
 cat > "$work/report.lua" <<'LUA'
 done = function(summary, latency, requests)

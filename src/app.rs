@@ -7,7 +7,6 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 use crate::cli::Cli;
@@ -160,8 +159,7 @@ pub async fn start(cli: Cli) -> Result<Running, String> {
         .map_err(|e| format!("cannot start the reload thread: {e}"))?;
 
     let resolver = Arc::new(CertResolver::new(shared.clone(), default_cert.key.clone()));
-    let acceptor =
-        TlsAcceptor::from(Arc::new(tls::server_config(resolver, cli.tls_min_version == crate::cli::TlsVersion::V1_3)?));
+    let acceptor = tls::TlsEntry::new(resolver, cli.tls_min_version == crate::cli::TlsVersion::V1_3)?;
     let (shutdown, stop) = watch::channel(false);
     let (admin_shutdown, admin_stop) = watch::channel(false);
     let grace = cli.grace_period;

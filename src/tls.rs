@@ -166,17 +166,130 @@ impl CertStore {
     }
 }
 
-/// The rustls configuration of the https entry: TLS 1.2 and 1.3, ALPN h2 and http/1.1, session
-/// resumption by tickets and by id.
-pub fn server_config(resolver: Arc<dyn ResolvesServerCert>, tls13_only: bool) -> Result<rustls::ServerConfig, String> {
+/// The https entry's TLS: TLS 1.2 and 1.3, ALPN h2 and http/1.1, session resumption by tickets
+/// and by id, and the cipher suite chosen per client as Go's crypto/tls (so Traefik) chooses it:
+/// AES-128-GCM first (as fast as AES-256 in bulk, and its SHA-256 handshake hashing is several
+/// times cheaper than SHA-384 where ring lacks fast SHA-512, e.g. on AMD), unless the client lists
+/// ChaCha20 before AES-GCM (no AES hardware there) or this machine has no AES hardware, then
+/// ChaCha20-Poly1305 first. Both orders share certificates, tickets and the session cache, so a
+/// session resumes whichever order the client gets.
+#[derive(Clone)]
+pub struct TlsEntry {
+    aes_first: Arc<rustls::ServerConfig>,
+    chacha_first: Arc<rustls::ServerConfig>,
+    aes_hardware: bool,
+}
+
+impl TlsEntry {
+    pub fn new(resolver: Arc<dyn ResolvesServerCert>, tls13_only: bool) -> Result<Self, String> {
+        let aes_first = server_config(resolver.clone(), tls13_only, CipherPreference::AesGcm)?;
+        let mut chacha_first = server_config(resolver, tls13_only, CipherPreference::ChaCha20)?;
+        chacha_first.ticketer = aes_first.ticketer.clone();
+        chacha_first.session_storage = aes_first.session_storage.clone();
+        Ok(TlsEntry {
+            aes_first: Arc::new(aes_first),
+            chacha_first: Arc::new(chacha_first),
+            aes_hardware: has_aes_hardware(),
+        })
+    }
+
+    /// The configuration for a client that offered these suites, in its order of preference.
+    pub fn config_for(&self, offered: &[rustls::CipherSuite]) -> &Arc<rustls::ServerConfig> {
+        if self.aes_hardware && client_prefers_aes_gcm(offered) {
+            &self.aes_first
+        } else {
+            &self.chacha_first
+        }
+    }
+
+    /// Reads the ClientHello, picks the configuration for it and completes the handshake.
+    pub async fn accept<IO>(&self, stream: IO) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let config = self.config_for(start.client_hello().cipher_suites()).clone();
+        start.into_stream(config).await
+    }
+}
+
+#[derive(Clone, Copy)]
+enum CipherPreference {
+    AesGcm,
+    ChaCha20,
+}
+
+/// Rank of a suite's bulk cipher under a preference (lower first); versions sort apart anyway,
+/// since rustls only considers the suites of the version it negotiates.
+fn cipher_rank(suite: rustls::CipherSuite, preference: CipherPreference) -> u8 {
+    use rustls::CipherSuite as S;
+    let bulk = match suite {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    };
+    match preference {
+        CipherPreference::AesGcm => bulk,
+        CipherPreference::ChaCha20 => (bulk + 1) % 3,
+    }
+}
+
+/// Go's rule: the first suite of the client's list that we know tells whether it has AES hardware.
+fn client_prefers_aes_gcm(offered: &[rustls::CipherSuite]) -> bool {
+    use rustls::CipherSuite as S;
+    offered
+        .iter()
+        .find_map(|suite| match *suite {
+            S::TLS13_AES_128_GCM_SHA256
+            | S::TLS13_AES_256_GCM_SHA384
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => Some(true),
+            S::TLS13_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false)
+}
+
+/// Whether this machine encrypts AES-GCM in hardware (ring uses it then).
+pub fn has_aes_hardware() -> bool {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes") && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+    tls13_only: bool,
+    preference: CipherPreference,
+) -> Result<rustls::ServerConfig, String> {
     let versions: &[&'static rustls::SupportedProtocolVersion] =
         if tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
-    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| cipher_rank(suite.suite(), preference));
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)
         .map_err(|e| format!("TLS configuration: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     Ok(config)
 }
@@ -199,6 +312,30 @@ mod tests {
             info: loaded.info.clone(),
             loaded,
         }
+    }
+
+    #[test]
+    fn the_first_known_suite_of_the_client_tells_its_aes_hardware() {
+        use rustls::CipherSuite as S;
+        let grease = S::Unknown(0x0a0a);
+        assert!(client_prefers_aes_gcm(&[grease, S::TLS13_AES_256_GCM_SHA384, S::TLS13_CHACHA20_POLY1305_SHA256]));
+        assert!(!client_prefers_aes_gcm(&[grease, S::TLS13_CHACHA20_POLY1305_SHA256, S::TLS13_AES_128_GCM_SHA256]));
+        assert!(!client_prefers_aes_gcm(&[S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256]));
+        assert!(!client_prefers_aes_gcm(&[grease]), "nothing we know: no AES preference");
+    }
+
+    #[test]
+    fn each_preference_orders_the_suites_of_every_version() {
+        let order = |preference| {
+            let mut provider = rustls::crypto::ring::default_provider();
+            provider.cipher_suites.sort_by_key(|suite| cipher_rank(suite.suite(), preference));
+            provider.cipher_suites.iter().map(|s| format!("{:?}", s.suite())).collect::<Vec<_>>()
+        };
+        let aes = order(CipherPreference::AesGcm);
+        assert!(aes[0].contains("AES_128_GCM") && aes.last().unwrap().contains("CHACHA20"), "{aes:?}");
+        let chacha = order(CipherPreference::ChaCha20);
+        assert!(chacha[0].contains("CHACHA20") && chacha.last().unwrap().contains("AES_256_GCM"), "{chacha:?}");
+        assert_eq!(aes.len(), chacha.len());
     }
 
     #[test]

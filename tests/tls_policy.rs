@@ -1,9 +1,12 @@
-//! TLS policy: minimum version, and HSTS opt-in per Ingress.
+//! TLS policy: minimum version, cipher suite choice, session resumption, and HSTS opt-in per
+//! Ingress.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::*;
+use std::sync::Arc;
+
 use rustls::pki_types::ServerName;
 
 async fn setup(annotations: &[(&str, &str)], args: &[&str]) -> (Portier, Echo) {
@@ -49,4 +52,84 @@ async fn tls_min_version_13_refuses_tls_12_clients() {
     let (strict, _b2) = setup(&[], &["--tls-min-version", "1.3"]).await;
     assert!(!handshake(&strict, &rustls::version::TLS12).await, "TLS 1.2 refused with --tls-min-version 1.3");
     assert!(handshake(&strict, &rustls::version::TLS13).await);
+}
+
+/// A client that offers these suites in this order (and the versions they belong to).
+fn client_offering(suites: &[rustls::CipherSuite]) -> Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites =
+        suites.iter().map(|s| *provider.cipher_suites.iter().find(|c| c.suite() == *s).unwrap()).collect();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Completes a handshake with this client and tells the suite and whether the session resumed.
+async fn negotiate(
+    portier: &Portier,
+    client: &Arc<rustls::ClientConfig>,
+) -> (rustls::CipherSuite, rustls::HandshakeKind) {
+    let tcp = tokio::net::TcpStream::connect(portier.https()).await.unwrap();
+    let name = ServerName::try_from("a.test".to_string()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client.clone()).connect(name, tcp).await.unwrap();
+    // TLS 1.3 tickets arrive after the handshake: one exchange makes sure the client has them.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    assert!(response.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&response));
+    let conn = tls.get_ref().1;
+    (conn.negotiated_cipher_suite().unwrap().suite(), conn.handshake_kind().unwrap())
+}
+
+#[tokio::test]
+async fn cipher_suite_is_chosen_as_go_chooses_it() {
+    use rustls::CipherSuite as S;
+    let (portier, _b) = setup(&[], &[]).await;
+    let aes = portier::tls::has_aes_hardware();
+    // OpenSSL's order: AES-256 first. With AES hardware on both sides, AES-128-GCM wins (its
+    // SHA-256 handshake is the cheaper one); without it here, ChaCha20.
+    let openssl_like =
+        client_offering(&[S::TLS13_AES_256_GCM_SHA384, S::TLS13_CHACHA20_POLY1305_SHA256, S::TLS13_AES_128_GCM_SHA256]);
+    let expected = if aes { S::TLS13_AES_128_GCM_SHA256 } else { S::TLS13_CHACHA20_POLY1305_SHA256 };
+    assert_eq!(negotiate(&portier, &openssl_like).await.0, expected);
+    // A client without AES hardware says so by listing ChaCha20 first: it gets ChaCha20.
+    let chacha_first =
+        client_offering(&[S::TLS13_CHACHA20_POLY1305_SHA256, S::TLS13_AES_256_GCM_SHA384, S::TLS13_AES_128_GCM_SHA256]);
+    assert_eq!(negotiate(&portier, &chacha_first).await.0, S::TLS13_CHACHA20_POLY1305_SHA256);
+    // Suites the client does not offer are never chosen.
+    let only_256 = client_offering(&[S::TLS13_AES_256_GCM_SHA384]);
+    assert_eq!(negotiate(&portier, &only_256).await.0, S::TLS13_AES_256_GCM_SHA384);
+    // TLS 1.2 follows the same rule (the generated default certificate is ECDSA).
+    let tls12 = client_offering(&[
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ]);
+    let expected12 =
+        if aes { S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 } else { S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 };
+    assert_eq!(negotiate(&portier, &tls12).await.0, expected12);
+}
+
+#[tokio::test]
+async fn sessions_resume_under_either_cipher_preference() {
+    use rustls::CipherSuite as S;
+    let (portier, _b) = setup(&[], &[]).await;
+    for suites in [
+        &[S::TLS13_AES_256_GCM_SHA384, S::TLS13_AES_128_GCM_SHA256][..],
+        &[S::TLS13_CHACHA20_POLY1305_SHA256, S::TLS13_AES_128_GCM_SHA256][..],
+        &[S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256][..],
+    ] {
+        let client = client_offering(suites);
+        let (first_suite, first) = negotiate(&portier, &client).await;
+        assert_eq!(first, rustls::HandshakeKind::Full, "{suites:?}");
+        let (again_suite, again) = negotiate(&portier, &client).await;
+        assert_eq!(again, rustls::HandshakeKind::Resumed, "{suites:?}: the second connection resumes");
+        assert_eq!(again_suite, first_suite);
+    }
 }

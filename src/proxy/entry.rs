@@ -12,7 +12,6 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use super::connection::{ConnCtx, Expired, Timeouts, Watchdog, Watched};
 use super::{Connection, EntryKind, Shared};
@@ -114,7 +113,7 @@ pub const MIN_HEADER_BYTES: usize = 8192;
 pub async fn serve(
     listener: TcpListener,
     entry: EntryKind,
-    tls: Option<TlsAcceptor>,
+    tls: Option<crate::tls::TlsEntry>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
