@@ -171,8 +171,10 @@ impl CertStore {
 /// AES-128-GCM first (as fast as AES-256 in bulk, and its SHA-256 handshake hashing is several
 /// times cheaper than SHA-384 where ring lacks fast SHA-512, e.g. on AMD), unless the client lists
 /// ChaCha20 before AES-GCM (no AES hardware there) or this machine has no AES hardware, then
-/// ChaCha20-Poly1305 first. Both orders share certificates, tickets and the session cache, so a
-/// session resumes whichever order the client gets.
+/// ChaCha20-Poly1305 first. In full: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305, or ChaCha20-Poly1305,
+/// AES-128-GCM, AES-256-GCM, within TLS 1.3 and within TLS 1.2 alike. Both orders share
+/// certificates, ticket keys and the session cache: a session resumes under either, as long as
+/// the suite it was made with is chosen again.
 #[derive(Clone)]
 pub struct TlsEntry {
     aes_first: Arc<rustls::ServerConfig>,
@@ -182,9 +184,11 @@ pub struct TlsEntry {
 
 impl TlsEntry {
     pub fn new(resolver: Arc<dyn ResolvesServerCert>, tls13_only: bool) -> Result<Self, String> {
-        let aes_first = server_config(resolver.clone(), tls13_only, CipherPreference::AesGcm)?;
+        let mut aes_first = server_config(resolver.clone(), tls13_only, CipherPreference::AesGcm)?;
         let mut chacha_first = server_config(resolver, tls13_only, CipherPreference::ChaCha20)?;
-        chacha_first.ticketer = aes_first.ticketer.clone();
+        let ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
+        aes_first.ticketer = ticketer.clone();
+        chacha_first.ticketer = ticketer;
         chacha_first.session_storage = aes_first.session_storage.clone();
         Ok(TlsEntry {
             aes_first: Arc::new(aes_first),
@@ -238,7 +242,8 @@ fn cipher_rank(suite: rustls::CipherSuite, preference: CipherPreference) -> u8 {
     }
 }
 
-/// Go's rule: the first suite of the client's list that we know tells whether it has AES hardware.
+/// Go's rule (`aesgcmPreferred`): the first suite of the client's list that Go implements tells
+/// whether the client has AES hardware; GREASE and suites unknown to Go are skipped.
 fn client_prefers_aes_gcm(offered: &[rustls::CipherSuite]) -> bool {
     use rustls::CipherSuite as S;
     offered
@@ -246,13 +251,29 @@ fn client_prefers_aes_gcm(offered: &[rustls::CipherSuite]) -> bool {
         .find_map(|suite| match *suite {
             S::TLS13_AES_128_GCM_SHA256
             | S::TLS13_AES_256_GCM_SHA384
+            | S::TLS_RSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_RSA_WITH_AES_256_GCM_SHA384
             | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
             | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
             | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
             | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => Some(true),
             S::TLS13_CHACHA20_POLY1305_SHA256
             | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => Some(false),
+            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            | S::TLS_RSA_WITH_AES_128_CBC_SHA
+            | S::TLS_RSA_WITH_AES_256_CBC_SHA
+            | S::TLS_RSA_WITH_AES_128_CBC_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA
+            | S::TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA
+            | S::TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA
+            | S::TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256
+            | S::TLS_RSA_WITH_3DES_EDE_CBC_SHA
+            | S::TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA
+            | S::TLS_RSA_WITH_RC4_128_SHA
+            | S::TLS_ECDHE_ECDSA_WITH_RC4_128_SHA
+            | S::TLS_ECDHE_RSA_WITH_RC4_128_SHA => Some(false),
             _ => None,
         })
         .unwrap_or(false)
@@ -290,7 +311,6 @@ fn server_config(
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ignore_client_order = true;
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     Ok(config)
 }
 
@@ -322,6 +342,11 @@ mod tests {
         assert!(!client_prefers_aes_gcm(&[grease, S::TLS13_CHACHA20_POLY1305_SHA256, S::TLS13_AES_128_GCM_SHA256]));
         assert!(!client_prefers_aes_gcm(&[S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256]));
         assert!(!client_prefers_aes_gcm(&[grease]), "nothing we know: no AES preference");
+        assert!(client_prefers_aes_gcm(&[S::TLS_RSA_WITH_AES_128_GCM_SHA256, S::TLS13_CHACHA20_POLY1305_SHA256]));
+        assert!(
+            !client_prefers_aes_gcm(&[S::TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, S::TLS13_AES_128_GCM_SHA256]),
+            "a CBC suite first, as Go reads it: no AES-GCM preference"
+        );
     }
 
     #[test]

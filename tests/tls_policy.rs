@@ -56,6 +56,10 @@ async fn tls_min_version_13_refuses_tls_12_clients() {
 
 /// A client that offers these suites in this order (and the versions they belong to).
 fn client_offering(suites: &[rustls::CipherSuite]) -> Arc<rustls::ClientConfig> {
+    Arc::new(client_config_offering(suites))
+}
+
+fn client_config_offering(suites: &[rustls::CipherSuite]) -> rustls::ClientConfig {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites =
         suites.iter().map(|s| *provider.cipher_suites.iter().find(|c| c.suite() == *s).unwrap()).collect();
@@ -66,7 +70,7 @@ fn client_offering(suites: &[rustls::CipherSuite]) -> Arc<rustls::ClientConfig> 
         .with_custom_certificate_verifier(Arc::new(AcceptAny))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    config
 }
 
 /// Completes a handshake with this client and tells the suite and whether the session resumed.
@@ -132,4 +136,36 @@ async fn sessions_resume_under_either_cipher_preference() {
         assert_eq!(again, rustls::HandshakeKind::Resumed, "{suites:?}: the second connection resumes");
         assert_eq!(again_suite, first_suite);
     }
+}
+
+#[tokio::test]
+async fn a_session_made_under_one_cipher_preference_resumes_under_the_other() {
+    use rustls::CipherSuite as S;
+    let (portier, _b) = setup(&[], &[]).await;
+    let sessions = rustls::client::Resumption::store(Arc::new(rustls::client::ClientSessionMemoryCache::new(8)));
+    // A lists AES-GCM first (the AES-first order); B lists a ChaCha20 suite first (the ChaCha20-first
+    // order) but offers only AES-128-GCM for TLS 1.3: the same suite under the other order.
+    let mut a = client_config_offering(&[S::TLS13_AES_128_GCM_SHA256]);
+    a.resumption = sessions.clone();
+    let mut b =
+        client_config_offering(&[S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, S::TLS13_AES_128_GCM_SHA256]);
+    b.resumption = sessions;
+    // rustls resumes only between configurations with the same verifier and client credentials.
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = Arc::new(AcceptAny);
+    a.dangerous().set_certificate_verifier(verifier.clone());
+    b.dangerous().set_certificate_verifier(verifier);
+    b.client_auth_cert_resolver = a.client_auth_cert_resolver.clone();
+    let (a_suite, a_kind) = negotiate(&portier, &Arc::new(a)).await;
+    assert_eq!((a_suite, a_kind), (S::TLS13_AES_128_GCM_SHA256, rustls::HandshakeKind::Full));
+    let (b_suite, b_kind) = negotiate(&portier, &Arc::new(b)).await;
+    assert_eq!(b_suite, S::TLS13_AES_128_GCM_SHA256);
+    assert_eq!(b_kind, rustls::HandshakeKind::Resumed, "A's ticket opens under B's order too");
+}
+
+#[test]
+fn aes_hardware_is_read_as_the_kernel_reports_it() {
+    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else { return };
+    let Some(flags) = cpuinfo.lines().find(|l| l.starts_with("flags")) else { return };
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    assert_eq!(portier::tls::has_aes_hardware(), has("aes") && has("pclmulqdq"), "{flags}");
 }
