@@ -434,17 +434,43 @@ async fn send_upstream(
 }
 
 /// `sending`, unless `wait` passes first (on the connection's timer, when it has one to share).
-async fn within<F: std::future::Future>(
-    timer: Option<&connection::ResponseTimer>,
+/// A combinator rather than an async fn, which would hold `sending` twice (its argument, and
+/// the select over it): request futures are moved per request, so their size is CPU.
+fn within<'a, F: std::future::Future + 'a>(
+    timer: Option<&'a connection::ResponseTimer>,
     wait: Duration,
     sending: F,
-) -> Result<F::Output, ()> {
-    let Some(timer) = timer else { return tokio::time::timeout(wait, sending).await.map_err(|_| ()) };
-    let deadline = timer.until(tokio::time::Instant::now() + wait);
-    tokio::select! {
-        biased;
-        sent = sending => Ok(sent),
-        _ = deadline => Err(()),
+) -> impl std::future::Future<Output = Result<F::Output, ()>> + 'a {
+    use futures_util::FutureExt;
+    match timer {
+        None => {
+            futures_util::future::Either::Left(tokio::time::timeout(wait, sending).map(|sent| sent.map_err(|_| ())))
+        }
+        Some(timer) => futures_util::future::Either::Right(WithinDeadline {
+            sending,
+            deadline: timer.until(tokio::time::Instant::now() + wait),
+        }),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `sending`, unless the connection's shared response timer reaches `deadline` first.
+    struct WithinDeadline<'a, F> {
+        #[pin]
+        sending: F,
+        deadline: connection::ResponseDeadline<'a>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for WithinDeadline<'_, F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(sent) = this.sending.poll(cx) {
+            return Poll::Ready(Ok(sent));
+        }
+        Pin::new(this.deadline).poll(cx).map(|()| Err(()))
     }
 }
 
