@@ -60,7 +60,7 @@ fn client_offering(suites: &[rustls::CipherSuite]) -> Arc<rustls::ClientConfig> 
 }
 
 fn client_config_offering(suites: &[rustls::CipherSuite]) -> rustls::ClientConfig {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = Arc::unwrap_or_clone(portier::tls::crypto_provider());
     provider.cipher_suites =
         suites.iter().map(|s| *provider.cipher_suites.iter().find(|c| c.suite() == *s).unwrap()).collect();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
